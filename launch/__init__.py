@@ -1,0 +1,1 @@
+"""Launchers: accelerate configs, submitit (vaegan-submit)."""

@@ -1,0 +1,72 @@
+"""vaegan-train --config NAME|PATH [--run-dir DIR] [--max-steps N] [--batch B] [--seed S]
+[--log-every N] [--ckpt-every N] [--resume PATH] [--dry-run] [key=value ...]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import dist
+from ..checkpoint import CheckpointError
+from ..config import ConfigError, build_config, dump_yaml
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="vaegan-train",
+        description="Train VAE + BEGAN* + LSM. Running the same command again resumes from the "
+                    "newest complete checkpoint in the run folder.",
+        epilog="Overrides: any config key as key=value, e.g. loss.alpha=0.3 "
+               "train.precision=bf16 loss.variant=began. See configs/*.yaml.")
+    p.add_argument("--config", required=True, help="preset name (configs/NAME.yaml) or YAML path")
+    p.add_argument("--run-dir", help="run folder (config run_dir)")
+    p.add_argument("--max-steps", type=int, help="optimiser steps to train to (train.max_steps)")
+    p.add_argument("--batch", type=int, help="per-device batch (train.batch)")
+    p.add_argument("--seed", type=int, help="seed (train.seed)")
+    p.add_argument("--log-every", type=int, help="steps between stats lines (train.log_every)")
+    p.add_argument("--ckpt-every", type=int,
+                   help="steps between checkpoints (stored as train.ckpt_every_kimg)")
+    p.add_argument("--resume", help="resume from this checkpoint folder instead of the newest")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    return p.parse_args(argv)
+
+
+def resolve(args: argparse.Namespace):
+    ov = list(args.overrides)
+    for flag, key in (("run_dir", "run_dir"), ("max_steps", "train.max_steps"),
+                      ("batch", "train.batch"), ("seed", "train.seed"),
+                      ("log_every", "train.log_every")):
+        v = getattr(args, flag)
+        if v is not None:
+            ov.append(f"{key}={v}")
+    cfg = build_config(args.config, ov)
+    if args.ckpt_every is not None:
+        if args.ckpt_every < 1:
+            raise ConfigError(f"--ckpt-every must be >= 1, got {args.ckpt_every}")
+        world = dist.resolve_env().world_size
+        cfg.train.ckpt_every_kimg = args.ckpt_every * cfg.train.batch * cfg.train.accum * world / 1000
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = resolve(args)
+        if args.dry_run:
+            print(dump_yaml(cfg), end="")
+            return 0
+        from ..train import train
+
+        train(cfg, args.resume)
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+        print(f"vaegan-train: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vaegan-train: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""One typed config tree. Presets in `configs/*.yaml` are plain data laid over the
+dataclass defaults; CLI `key=value` overrides are laid over the preset. Unknown keys and
+values of the wrong type or range are rejected with a one-line `ConfigError`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+VARIANTS = ("began", "began_star_lsm", "vae_began_star_lsm")
+
+
+class ConfigError(ValueError):
+    """A bad preset, key or value; the CLI prints it as one line."""
+
+
+@dataclass
+class ModelConfig:
+    resolution: int = 64  # power of two, 32..512
+    n: int = 64  # filters per stage unit (BEGAN's n)
+    latent: int = 64  # N: the generator's latent size
+    d_latent: int = 64  # h: the discriminator auto-encoder's bottleneck
+    channels: int = 3
+    checkpoint_stages: bool = False  # activation checkpointing of encoder/decoder stages
+
+
+@dataclass
+class LossConfig:
+    variant: str = "vae_began_star_lsm"  # one of VARIANTS (paper Table 1)
+    alpha: float = 0.3
+    beta: float = 0.1
+    gamma: float = 0.1
+    eta: float = 0.5
+    kl_reduction: str = "mean"  # mean over batch and latent dims, or "sum" over dims
+
+
+@dataclass
+class ControllerConfig:
+    l1: float = 1e-3  # integral gain (velocity form: multiplies e_t)
+    l2: float = 1e-5  # proportional gain (multiplies e_t - e_{t-1})
+    l3: float = 1e-5  # derivative gain (multiplies e_t - 2e_{t-1} + e_{t-2})
+    k0: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-5
+    betas: tuple[float, float] = (0.5, 0.999)
+    eps: float = 1e-8
+    lr_halving: bool = False  # BEGAN: halve lr when M stalls
+    lr_patience_kimg: float = 100.0  # images (thousands) without a new best M before halving
+    lr_floor: float = 1e-6
+    foreach: bool = True
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # synthetic | folder | wds | ffcv
+    path: str = ""  # folder of images, shard folder or .beton
+    split: str = "train"
+    num_images: int = 4096  # synthetic only
+    data_seed: int = 0  # synthetic only: the embedded dataset's own seed
+    workers: int = 0
+    shuffle_buffer: int = 1000
+
+
+@dataclass
+class TrainConfig:
+    batch: int = 16  # per device (per process); global = batch * accum * world_size
+    accum: int = 1  # micro-batches per optimiser step
+    max_steps: int = 1000  # optimiser steps; nimg = steps * global batch
+    seed: int = 0
+    log_every: int = 10  # steps between stats.jsonl lines
+    image_every_kimg: float = 10.0  # sample grid / TensorBoard images interval
+    ckpt_every_kimg: float = 50.0  # checkpoint interval in thousands of images
+    keep: int = 3  # newest complete checkpoints kept
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    grid: int = 8  # the fixed-latent sample grid is grid x grid
+    time_budget_s: float = 0.0  # stop cleanly (checkpoint) after this many seconds; 0 = off
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run_dir: str = "runs/default"
+    preset: str = ""
+
+
+def config_dir() -> Path:
+    """The presets folder: $VAEGAN_CONFIGS or `configs/` at the repository root."""
+    env = os.environ.get("VAEGAN_CONFIGS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: unsupported type")  # not used in the tree
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _merge(obj: Any, data: dict, prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in names:
+            raise ConfigError(f"unknown config key '{key}' (known: {', '.join(sorted(names))})")
+        cur = getattr(obj, k)
+        if dataclasses.is_dataclass(cur):
+            _merge(cur, v, key + ".")
+        else:
+            setattr(obj, k, _coerce(v, hints[k], key))
+
+
+def _set_dotted(cfg: Config, dotted: str, raw: str) -> None:
+    parts = dotted.split(".")
+    obj: Any = cfg
+    for p in parts[:-1]:
+        if not dataclasses.is_dataclass(obj) or p not in {f.name for f in dataclasses.fields(obj)}:
+            raise ConfigError(f"unknown config key '{dotted}'")
+        obj = getattr(obj, p)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{dotted}: cannot parse value {raw!r}") from e
+    if isinstance(value, str) is False and value is None:
+        value = raw
+    node: dict = {parts[-1]: value}
+    _merge(obj, node, ".".join(parts[:-1]) + "." if len(parts) > 1 else "")
+
+
+def load_preset(name_or_path: str) -> dict:
+    """Read a preset by name (configs/NAME.yaml) or path; `base: NAME` chains presets."""
+    p = Path(name_or_path)
+    if not (p.suffix in (".yaml", ".yml") and p.exists()):
+        p = config_dir() / f"{name_or_path}.yaml"
+    if not p.exists():
+        known = sorted(q.stem for q in config_dir().glob("*.yaml"))
+        raise ConfigError(f"no preset or YAML file '{name_or_path}' (presets: {', '.join(known)})")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    base = data.pop("base", None)
+    if base:
+        merged = load_preset(str(base))
+        _deep_update(merged, data)
+        return merged
+    return data
+
+
+def _deep_update(dst: dict, src: dict) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def build_config(preset: str | None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the preset, then `key=value` overrides; validated."""
+    cfg = Config()
+    if preset:
+        _merge(cfg, load_preset(preset))
+        cfg.preset = preset
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"override '{ov}' is not of the form key=value")
+        k, v = ov.split("=", 1)
+        _set_dotted(cfg, k.strip(), v.strip())
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Range and choice checks that types alone cannot express."""
+    m, t = cfg.model, cfg.train
+    r = m.resolution
+    if r < 32 or r > 1024 or r & (r - 1):
+        raise ConfigError(f"model.resolution must be a power of two in 32..1024, got {r}")
+    for key, v in (("model.n", m.n), ("model.latent", m.latent), ("model.d_latent", m.d_latent),
+                   ("train.batch", t.batch), ("train.accum", t.accum),
+                   ("train.log_every", t.log_every), ("train.keep", t.keep),
+                   ("train.grid", t.grid)):
+        if v < 1:
+            raise ConfigError(f"{key} must be >= 1, got {v}")
+    if t.max_steps < 0:
+        raise ConfigError(f"train.max_steps must be >= 0, got {t.max_steps}")
+    if cfg.loss.variant not in VARIANTS:
+        raise ConfigError(f"loss.variant must be one of {', '.join(VARIANTS)}, "
+                          f"got '{cfg.loss.variant}'")
+    if cfg.loss.kl_reduction not in ("mean", "sum"):
+        raise ConfigError(f"loss.kl_reduction must be mean or sum, got '{cfg.loss.kl_reduction}'")
+    for key in ("alpha", "beta", "gamma", "eta"):
+        if getattr(cfg.loss, key) < 0:
+            raise ConfigError(f"loss.{key} must be >= 0")
+    if cfg.optim.lr <= 0:
+        raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
+    if not all(0 <= b < 1 for b in cfg.optim.betas):
+        raise ConfigError(f"optim.betas must be in [0, 1), got {cfg.optim.betas}")
+    if not 0 <= cfg.controller.k0 <= 1:
+        raise ConfigError(f"controller.k0 must be in [0, 1], got {cfg.controller.k0}")
+    if t.precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got '{t.precision}'")
+    if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
+        raise ConfigError(f"train.device must be auto, cpu or cuda[:i], got '{t.device}'")
+    if cfg.data.source not in ("synthetic", "folder", "wds", "ffcv"):
+        raise ConfigError(f"data.source must be synthetic, folder, wds or ffcv, "
+                          f"got '{cfg.data.source}'")
+    if cfg.data.source != "synthetic" and not cfg.data.path:
+        raise ConfigError(f"data.path is required when data.source is {cfg.data.source}")
+
+
+def to_dict(cfg: Config) -> dict:
+    d = dataclasses.asdict(cfg)
+    d["optim"]["betas"] = list(d["optim"]["betas"])
+    return d
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def from_dict(data: dict) -> Config:
+    cfg = Config()
+    _merge(cfg, data)
+    validate(cfg)
+    return cfg

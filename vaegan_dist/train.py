@@ -1,0 +1,195 @@
+"""The training loop: build, resume, step, log, snapshot. Progress is counted in images
+(nimg = steps x global batch); intervals are in thousands of images, so runs with other
+batch sizes or process counts stay comparable."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt
+from . import dist
+from .config import Config, ConfigError, dump_yaml, to_dict
+from .controller import PIDController
+from .data import build_source
+from .images import make_grid, save_grid
+from .models import build_models
+from .schedule import LrHalving
+from .stats import StatsWriter, peak_rss_gib
+from .step import TrainStep
+
+
+def build_controller(cfg: Config) -> PIDController:
+    """PID for the BEGAN* variants; BEGAN's P-only controller (l2 = l3 = 0) for `began`."""
+    c = cfg.controller
+    pid = cfg.loss.variant != "began"
+    return PIDController(c.l1, c.l2 if pid else 0.0, c.l3 if pid else 0.0,
+                         cfg.loss.eta, cfg.loss.alpha, c.k0)
+
+
+def build_optimizers(cfg: Config, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+    o = cfg.optim
+    return {name: torch.optim.Adam(m.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                   foreach=o.foreach)
+            for name, m in models.items()}
+
+
+def autocast_factory(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def fixed_latent(cfg: Config, device: torch.device) -> torch.Tensor:
+    """The fixed z of the sample grid: comparable samples over the whole run."""
+    g = torch.Generator().manual_seed(cfg.train.seed + 12345)
+    return torch.randn(cfg.train.grid**2, cfg.model.latent, generator=g).to(device)
+
+
+def weights_of(models: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    return {f"{name}.{k}": v for name, m in models.items()
+            for k, v in ckpt.unwrap(m).state_dict().items()}
+
+
+class Trainer:
+    """Holds every stateful part; `state_dict()` is exactly what a checkpoint stores."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.env = dist.init()
+        self.device = dist.device_for(cfg.train.device)
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        if cfg.train.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("train.precision=fp16 needs a CUDA device (use bf16 on CPU)")
+        self.world, self.rank = dist.world_size(), dist.rank()
+        self.global_batch = cfg.train.batch * cfg.train.accum * self.world
+        self.run_dir = Path(cfg.run_dir)
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        vae = cfg.loss.variant == "vae_began_star_lsm"
+        self.models = {k: m.to(self.device) for k, m in build_models(cfg.model, vae).items()}
+        self.optimizers = build_optimizers(cfg, self.models)
+        self.controller = build_controller(cfg)
+        self.lr = LrHalving(cfg.optim, self.optimizers)
+        self.step = 0
+        self.stats = StatsWriter(self.run_dir, dist.is_main())
+        self.z_fixed = fixed_latent(cfg, self.device)
+
+    # --- state -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "models": {k: ckpt.unwrap(m).state_dict() for k, m in self.models.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "controller": self.controller.state_dict(),
+            "lr": self.lr.state_dict(),
+            "step": self.step,
+            "nimg": self.step * self.global_batch,
+            "config": to_dict(self.cfg),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, m in self.models.items():
+            ckpt.unwrap(m).load_state_dict(state["models"][k])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.controller.load_state_dict(state["controller"])
+        self.lr.load_state_dict(state["lr"])
+        self.step = int(state["step"])
+
+    def save(self) -> Path:
+        meta = {"config": dump_yaml(self.cfg), "step": str(self.step),
+                "nimg": str(self.step * self.global_batch)}
+        return ckpt.save(self.run_dir, self.step, self.state_dict(), weights_of(self.models),
+                         meta, self.cfg.train.keep)
+
+    def resume(self, path: str | None = None) -> None:
+        """Load `path`, or the newest complete checkpoint of the run folder."""
+        for bad in ckpt.incomplete_checkpoints(self.run_dir):
+            dist.print0(f"ignoring incomplete checkpoint {bad}")
+        target = Path(path) if path else ckpt.latest(self.run_dir)
+        if target is None:
+            return
+        if path and not target.exists():
+            raise ckpt.CheckpointError(f"checkpoint {target} does not exist")
+        state, rng = ckpt.load(target, self.device)
+        mismatch = ckpt.check_compatible(state["config"], to_dict(self.cfg))
+        if mismatch:
+            raise ckpt.CheckpointError(f"checkpoint {target} is from another config: "
+                                       + "; ".join(mismatch))
+        self.load_state_dict(state)
+        if rng is not None:
+            ckpt.set_rng_state(rng)
+        dist.print0(f"resumed from {target} (step {self.step}, k={self.controller.k:.6f})")
+
+    # --- the loop ----------------------------------------------------------------------
+    def write_config(self) -> None:
+        if dist.is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(dump_yaml(self.cfg))
+
+    @torch.no_grad()
+    def sample_grid(self) -> Path | None:
+        dec = ckpt.unwrap(self.models["decoder"])
+        x = dec(self.z_fixed)
+        grid = make_grid(x, self.cfg.train.grid)
+        self.stats.image("samples/fixed_z", grid, self.step * self.global_batch)
+        if dist.is_main():
+            return save_grid(x, self.run_dir / "samples.png", self.cfg.train.grid)
+        return None
+
+    def _crossed(self, kimg: float, nimg: int) -> bool:
+        every = int(kimg * 1000)
+        return every > 0 and (nimg // every) > ((nimg - self.global_batch) // every)
+
+    def fit(self, resume_from: str | None = None) -> dict:
+        cfg, t = self.cfg, self.cfg.train
+        self.write_config()
+        self.resume(resume_from)
+        source = build_source(cfg, self.world, self.rank, self.device)
+        step_fn = TrainStep(self.models, self.optimizers, self.controller, cfg.loss,
+                            cfg.model.latent, t.seed, autocast_factory(t.precision, self.device))
+        dist.print0(f"training {cfg.loss.variant} {cfg.model.resolution}px: "
+                    f"{self.world} process(es) x batch {t.batch} x accum {t.accum} = "
+                    f"{self.global_batch} images/step, steps {self.step}..{t.max_steps}")
+        last: dict = {}
+        t0 = time.perf_counter()
+        t_log, n_log = t0, 0
+        while self.step < t.max_steps:
+            stats = step_fn(source.micro_batches(self.step), self.step)
+            self.step += 1
+            nimg = self.step * self.global_batch
+            n_log += self.global_batch
+            self.lr.update(stats["M"], nimg)
+            if self.step % t.log_every == 0 or self.step == t.max_steps:
+                now = time.perf_counter()
+                ips = n_log / max(now - t_log, 1e-9)
+                t_log, n_log = now, 0
+                last = {"step": self.step, "nimg": nimg, **stats, "lr": self.lr.lr,
+                        "img_per_s": ips, "sec_per_kimg": 1000.0 / ips,
+                        "peak_rss_gib": peak_rss_gib()}
+                self.stats.write(last)
+                dist.print0(f"step {self.step:>7d} nimg {nimg:>9d} k {stats['k']:.5f} "
+                            f"M {stats['M']:.4f} L_d {stats['L_d']:.4f} {ips:7.1f} img/s")
+            if self._crossed(t.image_every_kimg, nimg):
+                self.sample_grid()
+            if self._crossed(t.ckpt_every_kimg, nimg):
+                self.save()
+        self.sample_grid()
+        if ckpt.latest(self.run_dir) != ckpt.step_dir(self.run_dir, self.step):
+            self.save()
+        self.stats.close()
+        return last
+
+
+def train(cfg: Config, resume_from: str | None = None) -> dict:
+    """Run (or resume) training as configured; returns the last logged statistics."""
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit(resume_from)
+    finally:
+        dist.shutdown()
