@@ -32,7 +32,8 @@ class _Stage(nn.Sequential):
 
 class Encoder(nn.Module):
     """conv3x3+ELU, then per stage s (filters s*n) two conv3x3+ELU and a stride-2 conv
-    between stages; the last stage is 8x8; a linear layer (no non-linearity) to `out_dim`."""
+    between stages; the last stage is 8x8; a linear layer (no non-linearity) to `out_dim`.
+    Layer for layer the discriminator encoder of BEGAN's widely used reference code."""
 
     def __init__(self, resolution: int, n: int, out_dim: int, channels: int = 3,
                  ckpt: bool = False):
@@ -46,9 +47,8 @@ class Encoder(nn.Module):
         for s in range(1, s_count + 1):
             self.stages.append(_Stage(cin, s * n))
             cin = s * n
-            if s < s_count:
-                self.downs.append(nn.Sequential(_conv(cin, (s + 1) * n, stride=2), nn.ELU()))
-                cin = (s + 1) * n
+            if s < s_count:  # sub-sampling keeps the stage's filters; the next stage widens
+                self.downs.append(nn.Sequential(_conv(cin, cin, stride=2), nn.ELU()))
         self.fc = nn.Linear(8 * 8 * cin, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

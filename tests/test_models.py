@@ -1,0 +1,69 @@
+"""Architecture: stages, shapes and parameter counts per resolution (README table)."""
+
+import pytest
+import torch
+
+from vaegan_dist.config import ModelConfig
+from vaegan_dist.models import Decoder, Encoder, build_models, count_params, num_stages
+
+
+@pytest.mark.parametrize("res,stages", [(32, 3), (64, 4), (128, 5), (256, 6), (512, 7)])
+def test_stage_count(res, stages):
+    assert num_stages(res) == stages
+    enc = Encoder(res, 2, 3)
+    dec = Decoder(res, 2, 3)
+    assert len(enc.stages) == stages and len(enc.downs) == stages - 1
+    assert len(dec.stages) == stages
+    # encoder's last stage has stages*n filters at 8x8
+    assert enc.fc.in_features == 8 * 8 * stages * 2
+
+
+@pytest.mark.parametrize("res", [32, 64, 128])
+def test_shapes(res):
+    cfg = ModelConfig(resolution=res, n=4, latent=6, d_latent=5)
+    m = build_models(cfg)
+    x = torch.randn(2, 3, res, res)
+    mu, logvar = m["encoder"](x)
+    assert mu.shape == (2, 6) and logvar.shape == (2, 6)
+    assert m["decoder"](mu).shape == x.shape
+    z, rec = m["disc"](x)
+    assert z.shape == (2, 5) and rec.shape == x.shape
+
+
+def _expected_disc_params(res: int, n: int, h: int, c: int = 3) -> int:
+    """Closed form of the discriminator's size, written independently of the module code."""
+    s = num_stages(res)
+    conv = lambda cin, cout: 9 * cin * cout + cout  # noqa: E731
+    enc = conv(c, n)
+    cin = n
+    for i in range(1, s + 1):
+        enc += conv(cin, i * n) + conv(i * n, i * n)
+        cin = i * n
+        if i < s:
+            enc += conv(cin, cin)  # stride-2 sub-sampling, same filters
+    enc += 64 * cin * h + h
+    dec = h * 64 * n + 64 * n + s * 2 * conv(n, n) + conv(n, c)
+    return enc + dec
+
+
+@pytest.mark.parametrize("res,n,h", [(64, 64, 64), (128, 128, 64), (32, 16, 16)])
+def test_param_counts(res, n, h):
+    cfg = ModelConfig(resolution=res, n=n, latent=h, d_latent=h)
+    m = build_models(cfg)
+    assert count_params(m["disc"]) == _expected_disc_params(res, n, h)
+
+
+def test_disc_close_to_began_size_at_128():
+    # BEGAN's widely used TensorFlow implementation (carpedm20/BEGAN-tensorflow) at
+    # 128x128, n=128, h=64 has 23,221,443 discriminator parameters (counted from its layer
+    # list: conv 3->n; per stage two convs to s*n and a stride-2 conv; fc 8*8*5n -> 64; the
+    # decoder fc 64 -> 8*8*n, five stages of two n->n convs, conv n->3).
+    m = build_models(ModelConfig(resolution=128, n=128, latent=64, d_latent=64))
+    assert abs(count_params(m["disc"]) - 23_221_443) / 23_221_443 < 0.01
+
+
+def test_no_batchnorm_dropout_or_transposed_convs():
+    m = build_models(ModelConfig(resolution=64, n=4, latent=4, d_latent=4))
+    bad = (torch.nn.BatchNorm2d, torch.nn.Dropout, torch.nn.ConvTranspose2d)
+    for module in m.values():
+        assert not any(isinstance(x, bad) for x in module.modules())
