@@ -21,7 +21,8 @@ class LrHalving:
             return self.lr
         if M < self.best:
             self.best, self.best_nimg = M, nimg
-        elif nimg - self.best_nimg >= self.cfg.lr_patience_kimg * 1000 and self.lr > self.cfg.lr_floor:
+        elif (nimg - self.best_nimg >= self.cfg.lr_patience_kimg * 1000
+              and self.lr > self.cfg.lr_floor):
             self.lr = max(self.lr / 2, self.cfg.lr_floor)
             self.best_nimg = nimg  # wait a full patience again before the next halving
             self._apply()

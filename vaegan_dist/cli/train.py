@@ -45,7 +45,8 @@ def resolve(args: argparse.Namespace):
         if args.ckpt_every < 1:
             raise ConfigError(f"--ckpt-every must be >= 1, got {args.ckpt_every}")
         world = dist.resolve_env().world_size
-        cfg.train.ckpt_every_kimg = args.ckpt_every * cfg.train.batch * cfg.train.accum * world / 1000
+        global_batch = cfg.train.batch * cfg.train.accum * world
+        cfg.train.ckpt_every_kimg = args.ckpt_every * global_batch / 1000
     return cfg
 
 

@@ -1,0 +1,84 @@
+"""Config tree: presets, overrides, validation, --dry-run and one-line CLI errors."""
+
+import subprocess
+
+import pytest
+import yaml
+
+from vaegan_dist.config import ConfigError, build_config, from_dict, to_dict
+
+from .conftest import bin_path
+
+
+@pytest.mark.parametrize("preset", ["tiny", "celeba64", "celeba128", "celeba256"])
+def test_presets_hold_paper_values(preset):
+    cfg = build_config(preset)
+    assert (cfg.loss.alpha, cfg.loss.beta, cfg.loss.gamma, cfg.loss.eta) == (0.3, 0.1, 0.1, 0.5)
+    assert (cfg.controller.l1, cfg.controller.l2, cfg.controller.l3) == (1e-3, 1e-5, 1e-5)
+    assert cfg.optim.betas == (0.5, 0.999)
+    assert cfg.loss.variant == "vae_began_star_lsm"
+    if preset != "tiny":
+        assert cfg.optim.lr == 5e-5
+
+
+def test_preset_chain_and_sizes():
+    assert build_config("celeba128").model.resolution == 128
+    assert build_config("celeba128").model.n == 128
+    c256 = build_config("celeba256")
+    assert c256.model.resolution == 256 and c256.model.n == 128 and c256.model.checkpoint_stages
+
+
+def test_overrides_are_typed():
+    cfg = build_config("tiny", ["loss.alpha=0.5", "train.batch=4", "optim.betas=[0.9, 0.99]",
+                                "loss.variant=began", "model.checkpoint_stages=true"])
+    assert cfg.loss.alpha == 0.5 and cfg.train.batch == 4 and cfg.optim.betas == (0.9, 0.99)
+    assert cfg.loss.variant == "began" and cfg.model.checkpoint_stages is True
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("loss.alpah=0.3", "unknown config key 'loss.alpah'"),
+    ("nope.x=1", "unknown config key"),
+    ("train.batch=abc", "train.batch: expected an integer"),
+    ("train.batch=0", "train.batch must be >= 1"),
+    ("model.resolution=48", "power of two"),
+    ("loss.variant=gan", "loss.variant must be one of"),
+    ("train.precision=fp8", "train.precision"),
+    ("optim.betas=[0.5]", "expected a list of 2"),
+    ("optim.lr=-1", "optim.lr must be > 0"),
+    ("data.source=wds", "data.path is required"),
+    ("justaword", "not of the form key=value"),
+])
+def test_bad_overrides_rejected(override, needle):
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):
+        build_config("tiny", [override])
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="no preset"):
+        build_config("celeba999")
+
+
+def test_round_trip_through_dict():
+    cfg = build_config("celeba128", ["train.seed=3"])
+    assert from_dict(yaml.safe_load(yaml.safe_dump(to_dict(cfg)))) == cfg
+
+
+def test_cli_dry_run_prints_resolved_config():
+    out = subprocess.run([bin_path("vaegan-train"), "--config", "tiny", "--batch", "4",
+                          "--max-steps", "7", "loss.gamma=0.2", "--dry-run"],
+                         capture_output=True, text=True, check=True).stdout
+    data = yaml.safe_load(out)
+    assert data["train"]["batch"] == 4 and data["train"]["max_steps"] == 7
+    assert data["loss"]["gamma"] == 0.2
+
+
+@pytest.mark.parametrize("args", [["--config", "tiny", "loss.alpah=1"],
+                                  ["--config", "missing-preset"],
+                                  ["--config", "tiny", "train.batch=-3"]])
+def test_cli_errors_are_one_line(args, tmp_path):
+    r = subprocess.run([bin_path("vaegan-train"), *args, "--run-dir", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vaegan-train: error:"), r.stderr
+    assert "Traceback" not in r.stderr
