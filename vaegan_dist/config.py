@@ -163,7 +163,7 @@ def _set_dotted(cfg: Config, dotted: str, raw: str) -> None:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"{dotted}: cannot parse value {raw!r}") from e
-    if isinstance(value, str) is False and value is None:
+    if value is None:  # `key=null` or `key=~`: keep the text
         value = raw
     node: dict = {parts[-1]: value}
     _merge(obj, node, ".".join(parts[:-1]) + "." if len(parts) > 1 else "")

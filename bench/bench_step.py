@@ -1,0 +1,124 @@
+"""Train-step throughput: our shared-forward step vs the naive reference (a fresh forward per
+loss), interleaved repeat by repeat on the same model, batch and data, reported as the
+median ratio; plus model FLOPs per image (torch.utils.flop_counter) and the model FLOP
+utilisation against a plain conv2d stack of the same shapes timed in the same run.
+
+    python bench/bench_step.py --res 32 64 128 --n 64 --batch 4 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import append_results, markdown_table, median, timed  # noqa: E402
+from vaegan_dist.config import LossConfig, ModelConfig  # noqa: E402
+from vaegan_dist.controller import PIDController  # noqa: E402
+from vaegan_dist.models import build_models  # noqa: E402
+from vaegan_dist.reference import naive_step  # noqa: E402
+from vaegan_dist.step import TrainStep, step_noise  # noqa: E402
+
+N_FOR_RES = {32: 64, 64: 64, 128: 128, 256: 128, 512: 128}
+
+
+def make(res: int, n: int, batch: int, latent: int = 64):
+    torch.manual_seed(0)
+    cfg = ModelConfig(resolution=res, n=n, latent=latent, d_latent=latent)
+    models = build_models(cfg)
+    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-5, betas=(0.5, 0.999))
+            for k, m in models.items()}
+    ctrl = PIDController(1e-3, 1e-5, 1e-5, 0.5, 0.3)
+    step = TrainStep(models, opts, ctrl, LossConfig(), latent, seed=0)
+    x = torch.rand(batch, 3, res, res) * 2 - 1
+    eps, z_g = step_noise(0, 0, batch, latent, True, x.device)
+
+    def ours():
+        step([x], 0)
+
+    def naive():
+        naive_step(models, opts, x, eps, z_g, LossConfig(), ctrl.k)
+
+    return models, ours, naive, x
+
+
+def conv_shapes(models: dict, x: torch.Tensor, ours) -> list[tuple]:
+    """(input shape, weight shape, stride) of every conv the step runs forward."""
+    shapes: list[tuple] = []
+    hooks = [m.register_forward_hook(
+        lambda mod, inp, out: shapes.append((tuple(inp[0].shape), tuple(mod.weight.shape),
+                                             mod.stride)))
+        for model in models.values() for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    ours()
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def conv_stack_flops_per_s(shapes: list[tuple], iters: int) -> float:
+    """Achieved FLOP/s of forward+backward of the same convs alone: our 'peak'."""
+    ins = [torch.randn(s, requires_grad=True) for s, _, _ in shapes]
+    ws = [torch.randn(w, requires_grad=True) for _, w, _ in shapes]
+
+    def run():
+        for i, w, (_, _, st) in zip(ins, ws, shapes):
+            torch.nn.functional.conv2d(i, w, stride=st, padding=1).sum().backward()
+
+    with FlopCounterMode(display=False) as fc:
+        run()
+    flops = fc.get_total_flops()
+    run()
+    return flops / timed(run, iters)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--res", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--n", type=int, default=0, help="filters unit n (0: the preset's n)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--iters", type=int, default=2, help="steps per timed repeat")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--no-save", action="store_true")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    rows = []
+    for res in a.res:
+        n = a.n or N_FOR_RES[res]
+        models, ours, naive, x = make(res, n, a.batch)
+        ours(), naive()  # warm-up
+        t_ours, t_naive = [], []
+        for _ in range(a.repeats):  # interleaved, so load changes hit both alike
+            t_ours.append(timed(ours, a.iters))
+            t_naive.append(timed(naive, a.iters))
+        ratio = median([tn / to for to, tn in zip(t_ours, t_naive)])
+        with FlopCounterMode(display=False) as fc:
+            ours()
+        flops_img = fc.get_total_flops() / a.batch
+        achieved = flops_img * a.batch / median(t_ours)
+        peak = conv_stack_flops_per_s(conv_shapes(models, x, ours), a.iters)
+        rows.append([res, n, a.batch, a.batch / median(t_ours), a.batch / median(t_naive),
+                     ratio, flops_img / 1e9, achieved / 1e9, peak / 1e9, achieved / peak])
+        print(markdown_table(HEADER, rows[-1:]), flush=True)
+    table = markdown_table(HEADER, rows)
+    print("\n" + table)
+    if not a.no_save:
+        path = append_results("step.md", "Train step: shared forward vs naive reference", table,
+                              "img/s medians over repeats; ratio = median of per-repeat "
+                              "naive/ours time; MFU = achieved model FLOP/s over a conv2d "
+                              "stack of the same shapes (fwd+bwd) timed in the same run")
+        print(f"appended to {path}")
+    return 0
+
+
+HEADER = ["res", "n", "batch", "ours img/s", "naive img/s", "speed-up (median)",
+          "GFLOP/img (fwd+bwd)", "achieved GFLOP/s", "conv-stack GFLOP/s", "MFU"]
+
+if __name__ == "__main__":
+    sys.exit(main())
