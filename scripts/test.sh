@@ -9,6 +9,7 @@ VENV=$(bash "$ROOT/scripts/venv.sh")
 cd "$ROOT"
 MARK="not slow and not gpu and not slurm"
 if [ "${1:-}" = "--slow" ]; then MARK="not gpu"; shift; fi
-"$VENV/bin/ruff" check vaegan_dist data_prep launch tests bench
+dirs=(); for d in vaegan_dist data_prep launch tests bench; do [ -d "$d" ] && dirs+=("$d"); done
+"$VENV/bin/ruff" check "${dirs[@]}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 exec "$VENV/bin/python" -m pytest -m "$MARK" "$@"
