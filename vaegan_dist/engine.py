@@ -177,9 +177,8 @@ def deepspeed_config(cfg: Config, world: int) -> dict:
 
 class DeepSpeedEngine(Engine):
     """One DeepSpeed engine per model (ZeRO 0/1/2). The shared forward calls the raw modules
-    (whole on every rank at ZeRO <= 2); each phase freezes the other two models and calls
-    its own engine's backward (DeepSpeed's backward takes no `inputs=`; a frozen parameter's
-    AccumulateGrad does not accumulate), so gradients reach only the phase's model.
+    (whole on every rank at ZeRO <= 2); each phase hands its own engine a surrogate loss whose
+    gradient is exactly the phase's gradient into that model only (see `backward`).
     DeepSpeed counts micro-batches itself: every engine steps after every micro-batch and
     reduces/updates at the accumulation boundary."""
 
@@ -203,15 +202,19 @@ class DeepSpeedEngine(Engine):
         return contextlib.nullcontext()
 
     def backward(self, name, loss, retain_graph):
-        others = [p for k, m in self.raw.items() if k != name for p in m.parameters()
-                  if p.requires_grad]
-        for p in others:
-            p.requires_grad_(False)
-        try:
-            self.engines[name].backward(loss, retain_graph=retain_graph, scale_wrt_gas=False)
-        finally:
-            for p in others:
-                p.requires_grad_(True)
+        # DeepSpeed's backward takes no `inputs=`, and freezing the other models is not enough
+        # (a frozen parameter's post-accumulate hook still fires: ZeRO-2 then fails on a None
+        # grad). So take the phase's gradient g with the restricted autograd.grad, and hand
+        # the engine the surrogate sum(p * g / S), whose graph holds only this model's
+        # parameters and whose gradient is exactly g (times the engine's fp16 loss scale S,
+        # a power of two, applied inside engine.backward; S = 1 otherwise).
+        eng = self.engines[name]
+        params = [p for p in self.raw[name].parameters() if p.requires_grad]
+        scale = float(getattr(eng.optimizer, "loss_scale", 1.0)) if eng.fp16_enabled() else 1.0
+        grads = torch.autograd.grad(loss * scale, params, retain_graph=retain_graph)
+        surrogate = sum((p.float() * (g.float() / scale)).sum() for p, g in zip(params, grads,
+                                                                                 strict=True))
+        eng.backward(surrogate, scale_wrt_gas=False)
 
     def zero_grad(self) -> None:
         pass  # each engine zeroes its gradients after its boundary step
