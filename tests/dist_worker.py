@@ -23,9 +23,11 @@ def main() -> int:
     p.add_argument("out")
     p.add_argument("--fail-at", type=int, default=-1)
     p.add_argument("--fail-rank", type=int, default=1)
+    p.add_argument("--perturb-rank", type=int, default=-1,
+                   help="this rank nudges a decoder weight after training, then saves")
     p.add_argument("--preset", default="tiny")
     p.add_argument("overrides", nargs="*")
-    a = p.parse_args()
+    a = p.parse_intermixed_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = build_config(a.preset, [f"run_dir={out / 'run'}", *a.overrides])
@@ -42,6 +44,15 @@ def main() -> int:
 
     train.TrainStep = RecordingStep
     trainer = train.Trainer(cfg)
+    if a.perturb_rank >= 0:
+        cfg.train.ckpt_every_kimg = 1e9  # only the explicit save below
+        trainer.fit()
+        if dist.rank() == a.perturb_rank:
+            with torch.no_grad():
+                next(engine.unwrap(trainer.models["decoder"]).parameters()).view(-1)[0] += 1e-3
+        trainer.step += 1  # a new checkpoint folder
+        trainer.save()  # must raise: the ranks no longer agree
+        return 0
     trainer.fit()
     r = dist.rank()
     fp = engine.fingerprint(trainer.controller, trainer.models)
