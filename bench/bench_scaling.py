@@ -24,7 +24,7 @@ def run(out: Path, procs: int, threads: int, batch: int, steps: int) -> float:
     """Median images/s over the steps after warm-up (from the per-step wall clock)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     args = [f"train.batch={batch}", f"train.max_steps={steps}", f"train.threads={threads}",
-            "train.log_every=1", "train.ckpt_every_kimg=1e6", "train.image_every_kimg=1e6"]
+            "train.log_every=1", "train.ckpt_every_kimg=1000000", "train.image_every_kimg=1000000"]
     if procs == 1:
         cmd = [sys.executable, WORKER, str(out), *args]
     else:
