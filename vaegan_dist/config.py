@@ -86,6 +86,11 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     grid: int = 8  # the fixed-latent sample grid is grid x grid
     time_budget_s: float = 0.0  # stop cleanly (checkpoint) after this many seconds; 0 = off
+    engine: str = "ddp"  # ddp (plain at world size 1) | accelerate | deepspeed
+    deepspeed_config: str = ""  # JSON file (configs/deepspeed/*.json) when engine=deepspeed
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the three models
+    dist_timeout_s: float = 600.0  # bound on every collective: a dead rank ends the job
 
 
 @dataclass
@@ -246,6 +251,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got '{t.precision}'")
     if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
         raise ConfigError(f"train.device must be auto, cpu or cuda[:i], got '{t.device}'")
+    if t.engine not in ("ddp", "accelerate", "deepspeed"):
+        raise ConfigError(f"train.engine must be ddp, accelerate or deepspeed, got '{t.engine}'")
+    if t.engine == "deepspeed" and not t.deepspeed_config:
+        raise ConfigError("train.engine=deepspeed needs train.deepspeed_config (a JSON file)")
+    if t.dist_timeout_s <= 0:
+        raise ConfigError(f"train.dist_timeout_s must be > 0, got {t.dist_timeout_s}")
     if cfg.data.source not in ("synthetic", "folder", "wds", "ffcv"):
         raise ConfigError(f"data.source must be synthetic, folder, wds or ffcv, "
                           f"got '{cfg.data.source}'")

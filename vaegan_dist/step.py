@@ -26,6 +26,7 @@ from torch import nn
 from . import dist
 from .config import LossConfig
 from .controller import PIDController
+from .engine import Engine
 from .losses import active_units, convergence, kl_normal, l1
 from .models import reparameterize
 
@@ -129,13 +130,18 @@ class TrainStep:
     def __init__(self, models: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                  controller: PIDController, loss_cfg: LossConfig, latent: int, seed: int,
                  autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
-                 no_sync: Callable[[nn.Module], contextlib.AbstractContextManager] | None = None):
+                 no_sync: Callable[[nn.Module], contextlib.AbstractContextManager] | None = None,
+                 engine: Engine | None = None):
         self.models, self.optimizers = models, optimizers
         self.controller, self.cfg = controller, loss_cfg
         self.latent, self.seed = latent, seed
         self.vae = "encoder" in models
         self.autocast = autocast or contextlib.nullcontext
         self.no_sync = no_sync
+        # the engine adapter (plain/DDP/accelerate/DeepSpeed) owns backward, sync and steps
+        self.engine = engine or _LocalEngine(self)
+        if engine is not None:
+            self.models = engine.modules
         self.phases = ([("encoder", "L_enc")] if self.vae else []) + [
             ("decoder", "L_gen"), ("disc", "L_dis")]
 
@@ -154,28 +160,25 @@ class TrainStep:
         world, rank = dist.world_size(), dist.rank()
         eps_all, zg_all = step_noise(self.seed, step, b * world * n_micro, self.latent,
                                      self.vae, micro_batches[0].device)
-        for opt in self.optimizers.values():
-            opt.zero_grad(set_to_none=True)
+        eng = self.engine
+        eng.zero_grad()
         sums = torch.zeros(len(TERMS) + 1, dtype=torch.float64)
         for m, x in enumerate(micro_batches):
             lo = (m * world + rank) * b  # this micro-batch's slice of the global batch
             eps = eps_all[lo:lo + b] if eps_all is not None else None
-            with self._sync_ctx(last=m == n_micro - 1):
-                with self.autocast():
+            with eng.sync(last=m == n_micro - 1):
+                with eng.autocast():
                     f = shared_forward(self.models, x, eps, zg_all[lo:lo + b])
                 terms = compute_losses(f, self.cfg, k_prev)
                 for i, (name, loss_name) in enumerate(self.phases):
                     last = i == len(self.phases) - 1
-                    torch.autograd.backward(terms[loss_name] / n_micro,
-                                            inputs=_params(self.models[name]),
-                                            retain_graph=not last)
+                    eng.backward(name, terms[loss_name] / n_micro, retain_graph=not last)
             for j, name in enumerate(TERMS):
                 if name in terms:
                     sums[j] += terms[name].detach().double().item()
             if f.mu is not None:
                 sums[-1] += active_units(f.mu)
-        for opt in self.optimizers.values():
-            opt.step()
+            eng.after_micro(last=m == n_micro - 1)
         # one fused all-reduce of every statistic: global-batch means on every rank
         means = dist.all_reduce_mean(sums / n_micro)
         vals = means.tolist()
@@ -189,6 +192,32 @@ class TrainStep:
         if self.vae:
             stats["active_units"] = vals[-1]
         return stats
+
+
+class _LocalEngine:
+    """The engine interface over the step's own models/optimizers/no_sync (no adapter)."""
+
+    def __init__(self, step: TrainStep):
+        self.s = step
+
+    def autocast(self):
+        return self.s.autocast()
+
+    def sync(self, last: bool) -> contextlib.AbstractContextManager:
+        return self.s._sync_ctx(last)
+
+    def backward(self, name: str, loss: torch.Tensor, retain_graph: bool) -> None:
+        torch.autograd.backward(loss, inputs=_params(self.s.models[name]),
+                                retain_graph=retain_graph)
+
+    def zero_grad(self) -> None:
+        for opt in self.s.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+
+    def after_micro(self, last: bool) -> None:
+        if last:
+            for opt in self.s.optimizers.values():
+                opt.step()
 
 
 def optimizer_params(optimizers: dict[str, torch.optim.Optimizer]) -> Iterator[dict]:

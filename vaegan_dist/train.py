@@ -16,6 +16,7 @@ from . import dist
 from .config import Config, ConfigError, dump_yaml, to_dict
 from .controller import PIDController
 from .data import build_source
+from .engine import build_engine, check_ranks_agree
 from .images import make_grid, save_grid
 from .models import build_models
 from .schedule import LrHalving
@@ -61,7 +62,7 @@ class Trainer:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.env = dist.init()
+        self.env = dist.init(cfg.train.dist_timeout_s)
         self.device = dist.device_for(cfg.train.device)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
@@ -74,6 +75,9 @@ class Trainer:
         vae = cfg.loss.variant == "vae_began_star_lsm"
         self.models = {k: m.to(self.device) for k, m in build_models(cfg.model, vae).items()}
         self.optimizers = build_optimizers(cfg, self.models)
+        # plain/DDP/accelerate/DeepSpeed: wrapped models and optimisers come back from it
+        self.engine = build_engine(cfg, self.models, self.optimizers, self.device)
+        self.models, self.optimizers = self.engine.modules, self.engine.optimizers
         self.controller = build_controller(cfg)
         self.lr = LrHalving(cfg.optim, self.optimizers)
         self.step = 0
@@ -102,6 +106,7 @@ class Trainer:
         self.step = int(state["step"])
 
     def save(self) -> Path:
+        check_ranks_agree(self.controller, self.models)  # identical k_t and weights, or error
         meta = {"config": dump_yaml(self.cfg), "step": str(self.step),
                 "nimg": str(self.step * self.global_batch)}
         return ckpt.save(self.run_dir, self.step, self.state_dict(), weights_of(self.models),
@@ -152,7 +157,7 @@ class Trainer:
         self.resume(resume_from)
         source = build_source(cfg, self.world, self.rank, self.device)
         step_fn = TrainStep(self.models, self.optimizers, self.controller, cfg.loss,
-                            cfg.model.latent, t.seed, autocast_factory(t.precision, self.device))
+                            cfg.model.latent, t.seed, engine=self.engine)
         dist.print0(f"training {cfg.loss.variant} {cfg.model.resolution}px: "
                     f"{self.world} process(es) x batch {t.batch} x accum {t.accum} = "
                     f"{self.global_batch} images/step, steps {self.step}..{t.max_steps}")

@@ -1,0 +1,69 @@
+"""Test worker (not a test module): trains the `tiny` preset in this process, as one rank
+of a torchrun / accelerate / hand-started job, and dumps this rank's per-step k (exact, as
+float.hex), statistics, parameter fingerprint and final parameters to OUT/rank{R}.*.
+
+    python tests/dist_worker.py OUT [--fail-at STEP --fail-rank R] [key=value ...]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from vaegan_dist import dist, engine, train
+from vaegan_dist.config import build_config
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    p.add_argument("--fail-at", type=int, default=-1)
+    p.add_argument("--fail-rank", type=int, default=1)
+    p.add_argument("--perturb-rank", type=int, default=-1,
+                   help="this rank nudges a decoder weight after training, then saves")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_intermixed_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = build_config(a.preset, [f"run_dir={out / 'run'}", *a.overrides])
+    records: list[dict] = []
+
+    class RecordingStep(train.TrainStep):
+        def __call__(self, micro_batches, step):
+            if step == a.fail_at and dist.rank() == a.fail_rank:
+                print(f"rank {dist.rank()}: injected failure at step {step}", flush=True)
+                os._exit(3)  # a crash: no exception handling, no goodbye to the peers
+            stats = super().__call__(micro_batches, step)
+            records.append({"step": step, "k_hex": float(stats["k"]).hex(), **stats})
+            return stats
+
+    train.TrainStep = RecordingStep
+    trainer = train.Trainer(cfg)
+    if a.perturb_rank >= 0:
+        cfg.train.ckpt_every_kimg = 1e9  # only the explicit save below
+        trainer.fit()
+        if dist.rank() == a.perturb_rank:
+            with torch.no_grad():
+                next(engine.unwrap(trainer.models["decoder"]).parameters()).view(-1)[0] += 1e-3
+        trainer.step += 1  # a new checkpoint folder
+        trainer.save()  # must raise: the ranks no longer agree
+        return 0
+    trainer.fit()
+    r = dist.rank()
+    fp = engine.fingerprint(trainer.controller, trainer.models)
+    (out / f"rank{r}.json").write_text(json.dumps(
+        {"rank": r, "world": dist.world_size(), "records": records, "fingerprint": fp,
+         "engine": trainer.engine.kind, "global_batch": trainer.global_batch}))
+    torch.save({k: v.detach().float().cpu() for k, v in train.weights_of(trainer.models).items()},
+               out / f"rank{r}.pt")
+    dist.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

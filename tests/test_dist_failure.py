@@ -1,0 +1,50 @@
+"""A rank dying mid-run ends the whole job with a non-zero status in bounded time: under
+torchrun (its agent tears the group down) and with hand-started processes (no agent: the
+survivor's collective fails on the closed connection or times out after
+train.dist_timeout_s)."""
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.dist_util import ROOT, WORKER, env, torchrun
+
+pytestmark = pytest.mark.dist
+ARGS = ["train.batch=2", "train.threads=1", "train.max_steps=200", "train.ckpt_every_kimg=100",
+        "train.dist_timeout_s=20", "--fail-at", "3", "--fail-rank", "1"]
+
+
+def test_torchrun_job_fails_fast_when_a_rank_dies(tmp_path):
+    t0 = time.monotonic()
+    p = torchrun(tmp_path, 2, *ARGS, timeout=120)
+    elapsed = time.monotonic() - t0
+    assert p.returncode != 0
+    assert "injected failure at step 3" in p.stdout
+    assert elapsed < 90
+    assert not (tmp_path / "rank0.json").exists()  # rank 0 did not finish the 200 steps
+
+
+def test_hand_started_ranks_fail_within_the_collective_timeout(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    t0 = time.monotonic()
+    for r in range(2):
+        e = {**env(), "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r),
+             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, WORKER, str(tmp_path), *ARGS], cwd=ROOT,
+                                      env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    try:
+        codes = [p.wait(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    elapsed = time.monotonic() - t0
+    assert codes[1] == 3  # the injected crash
+    assert codes[0] != 0  # the survivor did not hang, and did not pretend success
+    assert elapsed < 20 + 60  # the collective timeout plus start-up
