@@ -14,9 +14,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # A very small run: the machine is shared, 2 cores; deterministic CPU ops, 1 thread.
-SMALL = ["--config", "tiny", "--batch", "4", "--log-every", "1", "train.threads=1",
-         "model.n=8", "model.latent=8", "model.d_latent=8", "train.image_every_kimg=0",
-         "train.grid=2", "data.num_images=64"]
+# Options first, key=value overrides last (argparse takes the positionals in one run).
+OPTS = ["--config", "tiny", "--batch", "4", "--log-every", "1"]
+OVERRIDES = ["train.threads=1", "model.n=8", "model.latent=8", "model.d_latent=8",
+             "train.image_every_kimg=0", "train.grid=2", "data.num_images=64"]
+
+
+def cli_args(run_dir: Path, steps: int, *opts: str, overrides: tuple[str, ...] = ()) -> list[str]:
+    return [*OPTS, "--run-dir", str(run_dir), "--max-steps", str(steps), *opts,
+            *OVERRIDES, *overrides]
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -25,8 +31,9 @@ def env(**extra: str) -> dict[str, str]:
     return e
 
 
-def train_cmd(run_dir: Path, steps: int, *extra: str, nproc: int = 1) -> list[str]:
-    args = [*SMALL, "--run-dir", str(run_dir), "--max-steps", str(steps), *extra]
+def train_cmd(run_dir: Path, steps: int, *extra: str, nproc: int = 1,
+              overrides: tuple[str, ...] = ()) -> list[str]:
+    args = cli_args(run_dir, steps, *extra, overrides=overrides)
     if nproc == 1:
         return [sys.executable, "-m", "tests.synced_train", *args]
     return [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}",
