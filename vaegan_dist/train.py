@@ -92,6 +92,7 @@ class Trainer:
             "nimg": self.step * self.global_batch,
             "world_size": self.world,
             "config": to_dict(self.cfg),
+            **({"scaler": self.scaler.state_dict()} if getattr(self, "scaler", None) else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -101,6 +102,8 @@ class Trainer:
             o.load_state_dict(state["optimizers"][k])
         self.controller.load_state_dict(state["controller"])
         self.lr.load_state_dict(state["lr"])
+        if "scaler" in state and getattr(self, "scaler", None) is not None:
+            self.scaler.load_state_dict(state["scaler"])  # fp16 loss scaling, where used
         self.step = int(state["step"])
 
     def save(self) -> Path:
@@ -168,7 +171,7 @@ class Trainer:
         t_log, n_log = t0, 0
         guard = pre.PreemptGuard(self.run_dir, t.time_budget_s, self.device)
         with guard:
-            stopped = self._loop(step_fn, source, guard, t_log, n_log, last)
+            stopped, last = self._loop(step_fn, source, guard, t_log, n_log, last)
         if stopped:
             self.stats.close()
             raise pre.Preempted(self.step, guard.reason)
@@ -179,8 +182,9 @@ class Trainer:
         return last
 
     def _loop(self, step_fn, source, guard: pre.PreemptGuard, t_log: float, n_log: int,
-              last: dict) -> bool:
-        """Steps until max_steps (False) or an agreed stop request (True, checkpoint saved)."""
+              last: dict) -> tuple[bool, dict]:
+        """Steps until max_steps (False) or an agreed stop request (True, checkpoint saved);
+        returns that and the last logged statistics."""
         t = self.cfg.train
         while self.step < t.max_steps:
             stats = step_fn(source.micro_batches(self.step), self.step)
@@ -192,7 +196,7 @@ class Trainer:
                 now = time.perf_counter()
                 ips = n_log / max(now - t_log, 1e-9)
                 t_log, n_log = now, 0
-                last |= {"step": self.step, "nimg": nimg, **stats, "lr": self.lr.lr,
+                last = {"step": self.step, "nimg": nimg, **stats, "lr": self.lr.lr,
                         "img_per_s": ips, "sec_per_kimg": 1000.0 / ips,
                         "peak_rss_gib": peak_rss_gib()}
                 self.stats.write(last)
@@ -208,8 +212,8 @@ class Trainer:
                 guard.mark_requeue(self.step)
                 dist.print0(f"stopping at step {self.step} ({guard.reason}): checkpoint "
                             f"written, exit {pre.REQUEUE_EXIT_CODE} = requeue me")
-                return True
-        return False
+                return True, last
+        return False, last
 
 
 def train(cfg: Config, resume_from: str | None = None) -> dict:
