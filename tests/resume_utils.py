@@ -3,10 +3,14 @@ comparisons of what checkpoints hold."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -83,3 +87,17 @@ def k_trajectory(run_dir: Path) -> dict[int, float]:
         rec = json.loads(line)
         out[rec["step"]] = rec["k"]
     return out
+
+
+STRAIGHT_STEPS = 40
+
+
+@functools.lru_cache(maxsize=1)
+def straight_two_procs() -> dict:
+    """Final state of an uninterrupted 2-process run of STRAIGHT_STEPS steps, computed once
+    per test session (the preemption tests all compare against it)."""
+    run_dir = Path(tempfile.mkdtemp(prefix="vaegan-straight2-"))
+    atexit.register(shutil.rmtree, run_dir, True)
+    r = run(train_cmd(run_dir, STRAIGHT_STEPS, "--ckpt-every", "100", nproc=2))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return final_state(run_dir)

@@ -16,9 +16,18 @@ import pytest
 from vaegan_dist import checkpoint as ckpt
 from vaegan_dist.preempt import REQUEUE_EXIT_CODE, REQUEUE_FILE
 
-from .resume_utils import ROOT, assert_same_training_state, env, final_state, run, train_cmd
+from .resume_utils import (
+    ROOT,
+    STRAIGHT_STEPS,
+    assert_same_training_state,
+    env,
+    final_state,
+    run,
+    straight_two_procs,
+    train_cmd,
+)
 
-STEPS = 40
+STEPS = STRAIGHT_STEPS
 
 
 def _workers(torchrun_pid: int) -> dict[int, int]:
@@ -62,29 +71,37 @@ def _stopped_step(run_dir: Path, log: Path) -> int:
     return step
 
 
+def _finish_and_compare(run_dir: Path, straight: dict) -> None:
+    r = run(train_cmd(run_dir, STEPS, "--ckpt-every", "100", nproc=2))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (run_dir / REQUEUE_FILE).exists()
+    assert_same_training_state(final_state(run_dir), straight)
+
+
 @pytest.mark.dist
-def test_signals_to_two_processes_checkpoint_requeue_and_resume_exactly(tmp_path):
-    run_dir, straight = tmp_path / "run", tmp_path / "straight"
-    # SIGUSR1 to rank 1 only: the flag is all-reduced, so rank 0 stops at the same step
-    log1 = tmp_path / "usr1.txt"
-    _interrupt(run_dir, log1, signal.SIGUSR1, rank=1, after_step=5, nproc=2)
-    s1 = _stopped_step(run_dir, log1)
-    text = log1.read_text()
+def test_sigusr1_to_one_rank_checkpoints_requeues_and_resumes_exactly(tmp_path):
+    """SIGUSR1 to rank 1 only: the flag is all-reduced, so rank 0 stops at the same step."""
+    run_dir, log = tmp_path / "run", tmp_path / "usr1.txt"
+    _interrupt(run_dir, log, signal.SIGUSR1, rank=1, after_step=5, nproc=2)
+    _stopped_step(run_dir, log)
+    text = log.read_text()
     assert "(SIGUSR1)" in text or "another rank's request" in text
     assert f"exitcode  : {REQUEUE_EXIT_CODE}" in text  # torchrun's report of the workers
-    # SIGTERM to rank 0 of the resumed run
-    log2 = tmp_path / "term.txt"
+    _finish_and_compare(run_dir, straight_two_procs())
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_sigterm_twice_to_rank_zero_then_resume_exactly(tmp_path):
+    run_dir = tmp_path / "run"
+    log1, log2 = tmp_path / "term1.txt", tmp_path / "term2.txt"
+    _interrupt(run_dir, log1, signal.SIGTERM, rank=0, after_step=4, nproc=2)
+    s1 = _stopped_step(run_dir, log1)
     _interrupt(run_dir, log2, signal.SIGTERM, rank=0, after_step=s1 + 5, nproc=2)
     assert f"resumed from {ckpt.step_dir(run_dir, s1)} " in log2.read_text()
     s2 = _stopped_step(run_dir, log2)
     assert s2 > s1 and "(SIGTERM)" in log2.read_text()
-    # the requeued run finishes; same final state as an uninterrupted run
-    r = run(train_cmd(run_dir, STEPS, "--ckpt-every", "100", nproc=2))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert not (run_dir / REQUEUE_FILE).exists()
-    r = run(train_cmd(straight, STEPS, "--ckpt-every", "100", nproc=2))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert_same_training_state(final_state(run_dir), final_state(straight))
+    _finish_and_compare(run_dir, straight_two_procs())
 
 
 def test_sigterm_single_process_exit_code(tmp_path):

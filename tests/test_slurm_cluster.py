@@ -16,16 +16,16 @@ from launch.submit import TrainJob, make_executor, parse_args
 
 from .resume_utils import (
     ROOT,
+    STRAIGHT_STEPS,
     assert_same_training_state,
     cli_args,
     env,
     final_state,
-    run,
-    train_cmd,
+    straight_two_procs,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-STEPS = 40
+STEPS = STRAIGHT_STEPS
 
 
 def _sh(*cmd: str) -> str:
@@ -77,13 +77,6 @@ def _release_requeued(job_id: str) -> None:
           and _state(job_id) != "PENDING", f"job {job_id} restarted", timeout=120)
 
 
-def _straight(tmp_path: Path) -> dict:
-    straight = tmp_path / "straight"
-    r = run(train_cmd(straight, STEPS, "--ckpt-every", "100", nproc=2))
-    assert r.returncode == 0, r.stderr[-3000:]
-    return final_state(straight)
-
-
 def _sbatch(script: str, run_dir: Path, *extra_sbatch: str) -> str:
     e = env(RUN_DIR=str(run_dir), NPROC="2", VAEGAN_PYTHON=str(Path(os.sys.executable)),
             VAEGAN_TRAIN_MODULE="tests.synced_train")
@@ -108,7 +101,7 @@ def test_sbatch_job_preempted_requeues_and_matches(slurm_cluster, tmp_path, scri
     log = (run_dir / "logs" / f"sbatch-{job}.log").read_text()
     assert _state(job) == "COMPLETED", log[-3000:]
     assert "requeue" in log and "restart 1" in log and "resumed from" in log, log[-3000:]
-    assert_same_training_state(final_state(run_dir), _straight(tmp_path))
+    assert_same_training_state(final_state(run_dir), straight_two_procs())
 
 
 def test_submitit_slurm_two_tasks_preempted_requeues_and_matches(slurm_cluster, tmp_path,
@@ -128,4 +121,4 @@ def test_submitit_slurm_two_tasks_preempted_requeues_and_matches(slurm_cluster, 
     assert results[0] == 0, results
     logs = "\n".join(p.read_text() for p in Path(a.folder).glob("*_log.*"))
     assert "stopping at step" in logs and "resumed from" in logs, logs[-3000:]
-    assert_same_training_state(final_state(run_dir), _straight(tmp_path))
+    assert_same_training_state(final_state(run_dir), straight_two_procs())
