@@ -117,3 +117,23 @@ def test_time_budget_stops_cleanly(tmp_path):
     assert "time budget 1s" in r.stdout
     step = int((tmp_path / "run" / REQUEUE_FILE).read_text().split()[0])
     assert final_state(tmp_path / "run")["step"] == step > 0
+
+
+def test_guard_stop_file_and_signal_flag(tmp_path):
+    """In-process: an old RUN/STOP is a previous run's and is dropped; a new one stops; a
+    signal only sets the flag; handlers are restored afterwards."""
+    from vaegan_dist.preempt import STOP_FILE, PreemptGuard
+
+    stop = tmp_path / STOP_FILE
+    stop.write_text("")
+    os.utime(stop, (time.time() - 3600, time.time() - 3600))
+    before = signal.getsignal(signal.SIGUSR1)
+    with PreemptGuard(tmp_path) as g:
+        assert not stop.exists() and not g.should_stop()
+        stop.write_text("")
+        assert g.should_stop() and g.reason == "stop file"
+    stop.unlink()
+    with PreemptGuard(tmp_path) as g:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert g.should_stop() and g.reason == "SIGUSR1"
+    assert signal.getsignal(signal.SIGUSR1) is before

@@ -24,6 +24,7 @@ REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: "stopped cleanly with a checkpoint, run m
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 STOP_FILE = "STOP"
 REQUEUE_FILE = "REQUEUE"
+_STARTED = time.time()  # this process (the module is imported at startup by the CLI)
 
 
 class Preempted(Exception):
@@ -52,9 +53,11 @@ class PreemptGuard:
 
     def __enter__(self) -> PreemptGuard:
         self._t0 = time.monotonic()
-        if dist.is_main():  # a stale request or marker belongs to the previous run
-            for name in (STOP_FILE, REQUEUE_FILE):
-                (self.run_dir / name).unlink(missing_ok=True)
+        if dist.is_main():  # a marker or an older stop request belongs to a previous run
+            (self.run_dir / REQUEUE_FILE).unlink(missing_ok=True)
+            stop = self.run_dir / STOP_FILE
+            if stop.exists() and stop.stat().st_mtime < _STARTED:
+                stop.unlink(missing_ok=True)
         dist.barrier()
         for sig in SIGNALS:
             try:
