@@ -31,6 +31,13 @@ def _check_folders(run_dir: Path) -> Path | None:
     return ckpt.latest(run_dir)
 
 
+def _newer(path: Path, t: float) -> bool:
+    try:
+        return path.stat().st_mtime > t
+    except FileNotFoundError:
+        return False
+
+
 def _wait_for(pred, proc: subprocess.Popen, timeout: float = 120.0) -> bool:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -51,17 +58,20 @@ def test_kill_9_at_random_moments_then_resume(tmp_path, n_kills):
     run_dir = tmp_path / "run"
     cmd = train_cmd(run_dir, STEPS, "--ckpt-every", "3", overrides=("train.keep=2",))
     kills = mid_write = 0
+    prev_mid_write = False  # the previous run was killed during a write
     for i in range(n_kills):
-        during_write = i % 2 == 0
+        during_write = i % 2 == 1  # the last kill (even n) is during a write
         before = _check_folders(run_dir)
         log = tmp_path / f"log{i}.txt"
         e = env(**({ckpt.DELAY_ENV: "0.4"} if during_write else {}))
+        this_mid_write = False
         with open(log, "w") as out:
+            t_start = time.time()
             proc = subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=out, stderr=subprocess.STDOUT)
             try:
-                if during_write:  # a temporary folder holding the state but no marker yet
-                    ok = _wait_for(lambda: any(
-                        (p / "state.pt").exists() and not (p / ckpt.MARKER).exists()
+                if during_write:  # this run's temporary folder: state written, no marker yet
+                    ok = _wait_for(lambda t=t_start: any(
+                        _newer(p / "state.pt", t) and not (p / ckpt.MARKER).exists()
                         for p in (run_dir / "checkpoints").glob(".tmp-step-*")), proc)
                 else:
                     ok = _wait_for(lambda f=log: "training " in f.read_text(), proc)
@@ -70,11 +80,15 @@ def test_kill_9_at_random_moments_then_resume(tmp_path, n_kills):
                     proc.send_signal(signal.SIGKILL)
                     kills += 1
                     mid_write += during_write
+                    this_mid_write = during_write
             finally:
                 proc.wait(timeout=60)
         text = log.read_text()
         if before is not None:
             assert f"resumed from {before} " in text, text[-2000:]
+        if prev_mid_write:  # the previous run's half-written folder was seen and skipped
+            assert "ignoring incomplete checkpoint" in text and ".tmp-step-" in text, text
+        prev_mid_write = this_mid_write
         _check_folders(run_dir)
         if proc.returncode == 0:
             break
