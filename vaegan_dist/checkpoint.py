@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,12 @@ from torch import nn
 from . import dist
 
 MARKER = "COMPLETE"
+# Fault injection for tests only: seconds to sleep in the middle of a write (after the
+# state, before the marker), so a test can kill the writer while a checkpoint is half done.
+DELAY_ENV = "VAEGAN_CKPT_TEST_DELAY_S"
+# Config keys a checkpoint cannot be loaded under when they change (tensor shapes, models).
+STRUCTURAL = (("model", ("resolution", "n", "latent", "d_latent", "channels")),
+              ("loss", ("variant",)))
 
 
 class CheckpointError(RuntimeError):
@@ -93,6 +100,8 @@ def save(run_dir: Path, step: int, state: dict, weights: dict[str, torch.Tensor]
         from safetensors.torch import save_file
 
         _save(state, tmp / "state.pt")
+        if os.environ.get(DELAY_ENV):
+            time.sleep(float(os.environ[DELAY_ENV]))
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
                   str(tmp / "weights.safetensors"), metadata=meta)
         with open(tmp / MARKER, "w") as f:
@@ -110,8 +119,12 @@ def save(run_dir: Path, step: int, state: dict, weights: dict[str, torch.Tensor]
 
 
 def prune(root: Path, keep: int) -> None:
-    for old in complete_checkpoints(root.parent)[:-keep]:
+    """Keep the newest `keep` complete checkpoints; drop leftovers of interrupted writes.
+    Oldest first, so a kill during pruning never removes the newest complete one."""
+    for old in complete_checkpoints(root.parent)[:-max(keep, 1)]:
         shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-step-*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
@@ -152,10 +165,32 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> tuple[dict, di
 def check_compatible(saved_cfg: dict, cfg: dict) -> list[str]:
     """Keys whose change would make the checkpoint meaningless (model shape, variant)."""
     bad = []
-    for section, keys in (("model", ("resolution", "n", "latent", "d_latent", "channels")),
-                          ("loss", ("variant",))):
+    for section, keys in STRUCTURAL:
         for k in keys:
             a, b = saved_cfg.get(section, {}).get(k), cfg.get(section, {}).get(k)
             if a != b:
                 bad.append(f"{section}.{k}: checkpoint {a} vs config {b}")
     return bad
+
+
+def config_changes(saved_cfg: dict, cfg: dict, prefix: str = "") -> list[str]:
+    """Every other key that differs (accepted on resume, logged): `key: old -> new`."""
+    out = []
+    for k in sorted(set(saved_cfg) | set(cfg)):
+        a, b = saved_cfg.get(k), cfg.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, f"{prefix}{k}.")
+        elif a != b and not (isinstance(a, (list, tuple)) and list(a) == list(b or [])):
+            out.append(f"{prefix}{k}: {a} -> {b}")
+    return out
+
+
+def find_resume_target(run_dir: Path, path: str | None) -> tuple[Path | None, list[Path]]:
+    """(checkpoint to load or None, incomplete folders that were skipped)."""
+    skipped = incomplete_checkpoints(run_dir)
+    if path:
+        target = Path(path)
+        if not target.is_dir():
+            raise CheckpointError(f"checkpoint {target} does not exist")
+        return target, skipped
+    return latest(run_dir), skipped

@@ -13,6 +13,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from . import dist
+from . import preempt as pre
 from .config import Config, ConfigError, dump_yaml, to_dict
 from .controller import PIDController
 from .data import build_source
@@ -93,7 +94,9 @@ class Trainer:
             "lr": self.lr.state_dict(),
             "step": self.step,
             "nimg": self.step * self.global_batch,
+            "world_size": self.world,
             "config": to_dict(self.cfg),
+            **({"scaler": self.scaler.state_dict()} if getattr(self, "scaler", None) else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -103,6 +106,8 @@ class Trainer:
             o.load_state_dict(state["optimizers"][k])
         self.controller.load_state_dict(state["controller"])
         self.lr.load_state_dict(state["lr"])
+        if "scaler" in state and getattr(self, "scaler", None) is not None:
+            self.scaler.load_state_dict(state["scaler"])  # fp16 loss scaling, where used
         self.step = int(state["step"])
 
     def save(self) -> Path:
@@ -113,19 +118,24 @@ class Trainer:
                          meta, self.cfg.train.keep)
 
     def resume(self, path: str | None = None) -> None:
-        """Load `path`, or the newest complete checkpoint of the run folder."""
-        for bad in ckpt.incomplete_checkpoints(self.run_dir):
+        """Load `path`, or the newest complete checkpoint of the run folder. Structural
+        config changes are refused in one line; any other change is accepted and logged."""
+        target, skipped = ckpt.find_resume_target(self.run_dir, path)
+        for bad in skipped:
             dist.print0(f"ignoring incomplete checkpoint {bad}")
-        target = Path(path) if path else ckpt.latest(self.run_dir)
         if target is None:
             return
-        if path and not target.exists():
-            raise ckpt.CheckpointError(f"checkpoint {target} does not exist")
         state, rng = ckpt.load(target, self.device)
         mismatch = ckpt.check_compatible(state["config"], to_dict(self.cfg))
         if mismatch:
             raise ckpt.CheckpointError(f"checkpoint {target} is from another config: "
                                        + "; ".join(mismatch))
+        for change in ckpt.config_changes(state["config"], to_dict(self.cfg)):
+            dist.print0(f"config change accepted on resume: {change}")
+        saved_world = int(state.get("world_size", self.world))
+        if saved_world != self.world:
+            dist.print0(f"world size {saved_world} -> {self.world}: models, optimisers and "
+                        "controller carry over; data order re-derived from (seed, step)")
         self.load_state_dict(state)
         if rng is not None:
             ckpt.set_rng_state(rng)
@@ -164,6 +174,23 @@ class Trainer:
         last: dict = {}
         t0 = time.perf_counter()
         t_log, n_log = t0, 0
+        guard = pre.PreemptGuard(self.run_dir, t.time_budget_s, self.device)
+        with guard:
+            stopped, last = self._loop(step_fn, source, guard, t_log, n_log, last)
+        if stopped:
+            self.stats.close()
+            raise pre.Preempted(self.step, guard.reason)
+        self.sample_grid()
+        if ckpt.latest(self.run_dir) != ckpt.step_dir(self.run_dir, self.step):
+            self.save()
+        self.stats.close()
+        return last
+
+    def _loop(self, step_fn, source, guard: pre.PreemptGuard, t_log: float, n_log: int,
+              last: dict) -> tuple[bool, dict]:
+        """Steps until max_steps (False) or an agreed stop request (True, checkpoint saved);
+        returns that and the last logged statistics."""
+        t = self.cfg.train
         while self.step < t.max_steps:
             stats = step_fn(source.micro_batches(self.step), self.step)
             self.step += 1
@@ -184,11 +211,14 @@ class Trainer:
                 self.sample_grid()
             if self._crossed(t.ckpt_every_kimg, nimg):
                 self.save()
-        self.sample_grid()
-        if ckpt.latest(self.run_dir) != ckpt.step_dir(self.run_dir, self.step):
-            self.save()
-        self.stats.close()
-        return last
+            if self.step < t.max_steps and guard.should_stop():
+                if ckpt.latest(self.run_dir) != ckpt.step_dir(self.run_dir, self.step):
+                    self.save()
+                guard.mark_requeue(self.step)
+                dist.print0(f"stopping at step {self.step} ({guard.reason}): checkpoint "
+                            f"written, exit {pre.REQUEUE_EXIT_CODE} = requeue me")
+                return True, last
+        return False, last
 
 
 def train(cfg: Config, resume_from: str | None = None) -> dict:

@@ -9,6 +9,7 @@ import sys
 from .. import dist
 from ..checkpoint import CheckpointError
 from ..config import ConfigError, build_config, dump_yaml
+from ..preempt import REQUEUE_EXIT_CODE, Preempted
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, FileNotFoundError) as e:
         print(f"vaegan-train: error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:
+        print(f"vaegan-train: {e} (exit {REQUEUE_EXIT_CODE})", file=sys.stderr)
+        return REQUEUE_EXIT_CODE
     except KeyboardInterrupt:
         print("vaegan-train: interrupted", file=sys.stderr)
         return 130

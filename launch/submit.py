@@ -1,0 +1,156 @@
+"""vaegan-submit: run `vaegan-train` as a submitit job, on SLURM or on this workstation.
+
+    vaegan-submit [--cluster auto|slurm|local] [--nodes N] [--tasks-per-node T]
+                  [--gpus-per-node G] [--cpus-per-task C] [--partition P] [--account A]
+                  [--time MINUTES] [--signal-delay-s S] [--wait] -- VAEGAN-TRAIN ARGS
+
+Every task runs the trainer in-process with torch.distributed's variables exported by
+submitit. Preemption and pre-timeout signals (SIGUSR2 from submitit's `--signal`,
+SIGUSR1, SIGTERM) reach every task: the trainer finishes the step, writes a checkpoint on
+all ranks together and returns "requeue me"; rank 0 then hands over to submitit, which
+calls `TrainJob.checkpoint()` (the same arguments again) and requeues. The requeued job
+resumes from the newest complete checkpoint of the run folder. submitit's logs go to
+RUN/submitit/<submission time>/ (a fresh folder per submission: job ids can repeat)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+DEFAULT_ENTRY = "vaegan_dist.cli.train:main"
+
+
+def _entry(spec: str) -> Callable[[list[str]], int]:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name or "main")
+
+
+class TrainJob:
+    """The submitit callable. `checkpoint()` resubmits the very same arguments: all the
+    state lives in the run folder's checkpoints, so nothing else needs carrying over."""
+
+    def __init__(self, train_args: list[str], entry: str = DEFAULT_ENTRY):
+        self.train_args = list(train_args)
+        self.entry = entry
+
+    def __call__(self) -> int:
+        import submitit
+
+        from vaegan_dist.preempt import REQUEUE_EXIT_CODE
+
+        env = submitit.helpers.TorchDistributedEnvironment().export(
+            set_cuda_visible_devices=False)
+        requeue = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint-and-requeue
+        rc = _entry(self.entry)(self.train_args)
+        if rc == REQUEUE_EXIT_CODE:
+            if env.rank == 0 and callable(requeue):
+                requeue(signal.SIGUSR2, None)  # checkpoint() + requeue; exits this process
+            return rc  # other ranks: done here, the requeued job starts them again
+        if rc != 0:
+            raise RuntimeError(f"vaegan-train {' '.join(self.train_args)} exited with {rc}")
+        return rc
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(TrainJob(self.train_args, self.entry))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="vaegan-submit",
+        description="Submit vaegan-train through submitit (SLURM, or a local executor). "
+                    "Arguments after -- go to vaegan-train unchanged.")
+    p.add_argument("--cluster", default="auto", choices=("auto", "slurm", "local"),
+                   help="auto: SLURM where sbatch exists, else local processes")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--tasks-per-node", type=int, default=1, help="processes per node (ranks)")
+    p.add_argument("--gpus-per-node", type=int, default=0)
+    p.add_argument("--cpus-per-task", type=int, default=None)
+    p.add_argument("--partition", default=None)
+    p.add_argument("--account", default=None)
+    p.add_argument("--time", type=int, default=60, help="time limit in minutes")
+    p.add_argument("--signal-delay-s", type=int, default=120,
+                   help="SIGUSR2 this many seconds before the limit (checkpoint + requeue)")
+    p.add_argument("--name", default="vaegan")
+    p.add_argument("--entry", default=DEFAULT_ENTRY, help=argparse.SUPPRESS)  # tests
+    p.add_argument("--folder", default=None,
+                   help="submitit folder (default RUN/submitit/<submission time>)")
+    p.add_argument("--wait", action="store_true", help="wait for the job and print its result")
+    p.add_argument("train_args", nargs=argparse.REMAINDER)
+    a = p.parse_args(argv)
+    if a.train_args and a.train_args[0] == "--":
+        a.train_args = a.train_args[1:]
+    return a
+
+
+def run_dir_of(train_args: list[str]) -> Path:
+    """The run folder vaegan-train will use (CLI flag, override or preset)."""
+    from vaegan_dist.cli.train import parse_args as train_parse
+    from vaegan_dist.cli.train import resolve
+
+    return Path(resolve(train_parse(train_args)).run_dir).resolve()
+
+
+def make_executor(a: argparse.Namespace, folder: Path):
+    import submitit
+
+    cluster = a.cluster if a.cluster != "auto" else None
+    if a.nodes > 1 and a.cluster == "local":
+        raise ValueError("the local executor runs on one node (--nodes 1)")
+    ex = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params = dict(name=a.name, nodes=a.nodes, tasks_per_node=a.tasks_per_node,
+                  timeout_min=a.time)
+    if a.gpus_per_node:
+        params["gpus_per_node"] = a.gpus_per_node
+    if a.cpus_per_task:
+        params["cpus_per_task"] = a.cpus_per_task
+    if ex.cluster == "slurm":
+        params.update(slurm_signal_delay_s=a.signal_delay_s)
+        if a.partition:
+            params["slurm_partition"] = a.partition
+        if a.account:
+            params["slurm_account"] = a.account
+    elif a.partition or a.account:
+        raise ValueError("--partition/--account need SLURM (--cluster slurm)")
+    ex.update_parameters(**params)
+    return ex
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    try:
+        if not a.train_args:
+            raise ValueError("no vaegan-train arguments (put them after --)")
+        from vaegan_dist.config import ConfigError
+
+        try:
+            run_dir = run_dir_of(a.train_args)
+        except (ConfigError, SystemExit) as e:
+            raise ValueError(f"bad vaegan-train arguments: {e}") from None
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**6:06d}"
+        folder = Path(a.folder) if a.folder else run_dir / "submitit" / stamp
+        ex = make_executor(a, folder)
+        job = ex.submit(TrainJob(a.train_args, a.entry))
+    except (ValueError, ImportError) as e:
+        print(f"vaegan-submit: error: {e}", file=sys.stderr)
+        return 2
+    print(f"submitted job {job.job_id} ({ex.cluster}); logs in {folder}", flush=True)
+    if a.wait:
+        try:
+            result = job.result()
+        except Exception as e:  # noqa: BLE001 - a failed job is reported in one line
+            print(f"vaegan-submit: job {job.job_id} failed: {str(e).splitlines()[0]}",
+                  file=sys.stderr)
+            return 1
+        print(f"job {job.job_id} finished: exit {result}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

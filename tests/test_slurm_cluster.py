@@ -1,0 +1,124 @@
+"""The SLURM path against a real one-node SLURM on localhost (slurm/cluster-up.sh, root,
+Debian): the sbatch scripts (single node; multi node on one node through the c10d
+rendezvous) and vaegan-submit on SLURM, each with a 2-process job that is preempted by a
+signal, requeues, resumes and ends with the weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from launch.submit import TrainJob, make_executor, parse_args
+
+from .resume_utils import (
+    ROOT,
+    STRAIGHT_STEPS,
+    assert_same_training_state,
+    cli_args,
+    env,
+    final_state,
+    straight_two_procs,
+)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+STEPS = STRAIGHT_STEPS
+
+
+def _sh(*cmd: str) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """Use a running local cluster, or start one (root) and stop it afterwards by pid file."""
+    up = subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0 \
+        if _which("sinfo") else False
+    if not up:
+        r = subprocess.run(["bash", str(ROOT / "slurm" / "cluster-up.sh")], capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    yield
+    if not up:
+        subprocess.run(["bash", str(ROOT / "slurm" / "cluster-down.sh")], timeout=120)
+
+
+def _which(name: str) -> bool:
+    return any((Path(d) / name).exists() for d in os.environ.get("PATH", "").split(":"))
+
+
+def _state(job_id: str) -> str:
+    s = _sh("squeue", "-h", "-j", job_id, "-o", "%T")
+    return s or _sh("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State").split("\n")[0]
+
+
+def _wait(pred, what: str, timeout: float = 300.0) -> None:
+    t0 = time.monotonic()
+    while not pred():
+        assert time.monotonic() - t0 < timeout, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+def _logged_steps(run_dir: Path) -> int:
+    f = run_dir / "stats.jsonl"
+    return len(f.read_text().splitlines()) if f.exists() else 0
+
+
+def _release_requeued(job_id: str) -> None:
+    """SLURM holds a requeued job ~120 s (BeginTime); start it now."""
+    _wait(lambda: _state(job_id) in ("PENDING", "REQUEUED"), f"job {job_id} requeued")
+    # release only once the old instance is cleaned up ("Job credential revoked" otherwise)
+    _wait(lambda: _sh("sinfo", "-h", "-o", "%T") == "idle", "the node idle again")
+    time.sleep(2)
+    _wait(lambda: (_sh("scontrol", "update", f"jobid={job_id}", "StartTime=now") or True)
+          and _state(job_id) != "PENDING", f"job {job_id} restarted", timeout=120)
+
+
+def _sbatch(script: str, run_dir: Path, *extra_sbatch: str) -> str:
+    e = env(RUN_DIR=str(run_dir), NPROC="2", VAEGAN_PYTHON=str(Path(os.sys.executable)),
+            VAEGAN_TRAIN_MODULE="tests.synced_train")
+    args = cli_args(run_dir, STEPS, "--ckpt-every", "100")
+    i = args.index("--run-dir")
+    del args[i:i + 2]  # the script adds --run-dir "$RUN_DIR"
+    r = subprocess.run(["sbatch", "--parsable", *extra_sbatch, str(ROOT / "slurm" / script),
+                        *args], cwd=run_dir.parent, env=e, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().split(";")[0]
+
+
+@pytest.mark.parametrize("script,extra", [("train-single.sbatch", ()),
+                                          ("train-multi.sbatch", ("--nodes=1",))])
+def test_sbatch_job_preempted_requeues_and_matches(slurm_cluster, tmp_path, script, extra):
+    run_dir = tmp_path / "run"
+    job = _sbatch(script, run_dir, *extra)
+    _wait(lambda: _logged_steps(run_dir) >= 5, "training progress")
+    _sh("scancel", "--signal=USR1", "--batch", job)  # what --signal=B:USR1@T sends
+    _release_requeued(job)
+    _wait(lambda: _state(job) in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), "the end")
+    log = (run_dir / "logs" / f"sbatch-{job}.log").read_text()
+    assert _state(job) == "COMPLETED", log[-3000:]
+    assert "requeue" in log and "restart 1" in log and "resumed from" in log, log[-3000:]
+    assert_same_training_state(final_state(run_dir), straight_two_procs())
+
+
+def test_submitit_slurm_two_tasks_preempted_requeues_and_matches(slurm_cluster, tmp_path,
+                                                                monkeypatch):
+    for k, v in env().items():
+        monkeypatch.setenv(k, v)
+    run_dir = tmp_path / "run"
+    a = parse_args(["--cluster", "slurm", "--tasks-per-node", "2", "--cpus-per-task", "1",
+                    "--time", "30", "--folder", str(tmp_path / "submitit"), "--",
+                    *cli_args(run_dir, STEPS, "--ckpt-every", "100")])
+    ex = make_executor(a, Path(a.folder))
+    job = ex.submit(TrainJob(a.train_args, "tests.synced_train:main"))
+    _wait(lambda: _logged_steps(run_dir) >= 5, "training progress")
+    _sh("scancel", "--signal=USR2", job.job_id)  # submitit's pre-timeout signal, every task
+    _release_requeued(job.job_id)
+    results = job.results()
+    assert results[0] == 0, results
+    logs = "\n".join(p.read_text() for p in Path(a.folder).glob("*_log.*"))
+    assert "stopping at step" in logs and "resumed from" in logs, logs[-3000:]
+    assert_same_training_state(final_state(run_dir), straight_two_procs())
