@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from vaegan_dist import checkpoint as ckpt
 from vaegan_dist import dist, engine, train
 from vaegan_dist.config import build_config
 
@@ -49,7 +50,7 @@ def main() -> int:
         trainer.fit()
         if dist.rank() == a.perturb_rank:
             with torch.no_grad():
-                next(engine.unwrap(trainer.models["decoder"]).parameters()).view(-1)[0] += 1e-3
+                next(ckpt.unwrap(trainer.models["decoder"]).parameters()).view(-1)[0] += 1e-3
         trainer.step += 1  # a new checkpoint folder
         trainer.save()  # must raise: the ranks no longer agree
         return 0

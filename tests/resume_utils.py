@@ -39,9 +39,9 @@ def train_cmd(run_dir: Path, steps: int, *extra: str, nproc: int = 1,
               overrides: tuple[str, ...] = ()) -> list[str]:
     args = cli_args(run_dir, steps, *extra, overrides=overrides)
     if nproc == 1:
-        return [sys.executable, "-m", "tests.synced_train", *args]
+        return [sys.executable, "-m", "vaegan_dist.cli.train", *args]
     return [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "tests.synced_train", *args]
+            "-m", "vaegan_dist.cli.train", *args]
 
 
 def run(cmd: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess:

@@ -79,7 +79,7 @@ def _release_requeued(job_id: str) -> None:
 
 def _sbatch(script: str, run_dir: Path, *extra_sbatch: str) -> str:
     e = env(RUN_DIR=str(run_dir), NPROC="2", VAEGAN_PYTHON=str(Path(os.sys.executable)),
-            VAEGAN_TRAIN_MODULE="tests.synced_train")
+            VAEGAN_TRAIN_MODULE="vaegan_dist.cli.train")
     args = cli_args(run_dir, STEPS, "--ckpt-every", "100")
     i = args.index("--run-dir")
     del args[i:i + 2]  # the script adds --run-dir "$RUN_DIR"
@@ -113,7 +113,7 @@ def test_submitit_slurm_two_tasks_preempted_requeues_and_matches(slurm_cluster, 
                     "--time", "30", "--folder", str(tmp_path / "submitit"), "--",
                     *cli_args(run_dir, STEPS, "--ckpt-every", "100")])
     ex = make_executor(a, Path(a.folder))
-    job = ex.submit(TrainJob(a.train_args, "tests.synced_train:main"))
+    job = ex.submit(TrainJob(a.train_args, "vaegan_dist.cli.train:main"))
     _wait(lambda: _logged_steps(run_dir) >= 5, "training progress")
     _sh("scancel", "--signal=USR2", job.job_id)  # submitit's pre-timeout signal, every task
     _release_requeued(job.job_id)

@@ -47,7 +47,7 @@ def test_local_executor_two_tasks_preempted_requeues_and_matches(tmp_path, monke
     a = parse_args(["--cluster", "local", "--tasks-per-node", "2", "--time", "10",
                     "--folder", str(tmp_path / "submitit"), "--", *args])
     ex = make_executor(a, Path(a.folder))
-    job = ex.submit(TrainJob(a.train_args, "tests.synced_train:main"))
+    job = ex.submit(TrainJob(a.train_args, "vaegan_dist.cli.train:main"))
     t0 = time.monotonic()
     while _logged_steps(run_dir) < 5:
         assert not job.done(), job.stderr()
@@ -76,7 +76,7 @@ def test_submit_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_checkpoint_resubmits_the_same_arguments():
-    job = TrainJob(["--config", "tiny", "--max-steps", "7"], "tests.synced_train:main")
+    job = TrainJob(["--config", "tiny", "--max-steps", "7"], "vaegan_dist.cli.train:main")
     again = job.checkpoint()
     assert again.function is not job and again.function.train_args == job.train_args
     assert again.function.entry == job.entry and again.args == () and again.kwargs == {}

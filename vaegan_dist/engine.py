@@ -27,20 +27,10 @@ import torch
 from torch import nn
 
 from . import dist
+from .checkpoint import unwrap
 from .config import Config, ConfigError
 
 ENGINES = ("ddp", "accelerate", "deepspeed")
-
-
-def unwrap(m: nn.Module) -> nn.Module:
-    """The plain module behind DDP / DeepSpeed / torch.compile wrappers."""
-    while True:
-        if hasattr(m, "_orig_mod"):
-            m = m._orig_mod
-        elif hasattr(m, "module") and isinstance(m.module, nn.Module):
-            m = m.module
-        else:
-            return m
 
 
 def autocast_factory(precision: str, device: torch.device) -> Callable:

@@ -86,6 +86,10 @@ class Trainer:
         self.z_fixed = fixed_latent(cfg, self.device)
 
     # --- state -------------------------------------------------------------------------
+    def _scaler(self):
+        """The fp16 GradScaler where the engine has one (its scale is training state)."""
+        return getattr(self.engine, "scaler", None)
+
     def state_dict(self) -> dict:
         return {
             "models": {k: ckpt.unwrap(m).state_dict() for k, m in self.models.items()},
@@ -96,7 +100,7 @@ class Trainer:
             "nimg": self.step * self.global_batch,
             "world_size": self.world,
             "config": to_dict(self.cfg),
-            **({"scaler": self.scaler.state_dict()} if getattr(self, "scaler", None) else {}),
+            **({"scaler": self.engine.scaler.state_dict()} if self._scaler() else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -106,8 +110,8 @@ class Trainer:
             o.load_state_dict(state["optimizers"][k])
         self.controller.load_state_dict(state["controller"])
         self.lr.load_state_dict(state["lr"])
-        if "scaler" in state and getattr(self, "scaler", None) is not None:
-            self.scaler.load_state_dict(state["scaler"])  # fp16 loss scaling, where used
+        if "scaler" in state and self._scaler() is not None:
+            self.engine.scaler.load_state_dict(state["scaler"])  # fp16 loss scaling, where used
         self.step = int(state["step"])
 
     def save(self) -> Path:

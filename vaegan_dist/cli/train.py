@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", help="resume from this checkpoint folder instead of the newest")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    return p.parse_args(argv)
+    # intermixed: overrides may come before and after the options (scripts append both)
+    return p.parse_intermixed_args(argv)
 
 
 def resolve(args: argparse.Namespace):
