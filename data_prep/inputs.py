@@ -64,7 +64,7 @@ def list_celeba(root: Path) -> Listing:
                             "reason": f"malformed attribute line ({len(vals)} values, "
                                       f"expected {len(names)} of 1/-1)"})
             continue
-        attrs[parts[0]] = {n: int(v == "1") for n, v in zip(names, vals)}
+        attrs[parts[0]] = {n: int(v == "1") for n, v in zip(names, vals, strict=True)}
     split_of: dict[str, str] = {}
     part = root / "list_eval_partition.txt"
     if part.is_file():

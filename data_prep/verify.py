@@ -52,7 +52,7 @@ def verify(out: Path) -> tuple[int, list[str]]:
     except (ValueError, KeyError) as e:
         return 0, [f"{mpath}: unreadable ({e})"]
     problems, checked = [], 0
-    for split, sp in sorted(splits.items()):
+    for _split, sp in sorted(splits.items()):
         for size, sz in sorted(sp["sizes"].items()):
             for sh in sz["shards"]:
                 p = out / sh["name"]
