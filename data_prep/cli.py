@@ -37,6 +37,8 @@ def _common(p: argparse.ArgumentParser, sizes_required: bool) -> None:
     p.add_argument("--codec", choices=("jpg", "png"), default="jpg")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
     p.add_argument("--shard-size", type=int, default=1000, help="images per tar shard")
+    p.add_argument("--ffcv-jpg", action="store_true",
+                   help="FFCV beton: store JPEG (smaller, lossy again) instead of raw pixels")
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             if not listing.items:
                 raise ValueError(f"no images (jpg/jpeg/png/webp/bmp) under {a.SRC}")
         man = run(listing, Path(a.OUT), st, a.format, a.shard_size, a.workers,
-                  progress=not a.no_progress, synth_seed=seed)
+                  progress=not a.no_progress, synth_seed=seed, ffcv_jpg=a.ffcv_jpg)
         _summary(man, Path(a.OUT))
         return 0
     except (ValueError, OSError, RuntimeError) as e:

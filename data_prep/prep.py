@@ -27,7 +27,8 @@ def _clean_tmp(*dirs: Path) -> None:
 
 
 def run(listing: Listing, out: Path, settings: Settings, fmt: str, shard_size: int,
-        workers: int, progress: bool = True, synth_seed: int = 0) -> dict:
+        workers: int, progress: bool = True, synth_seed: int = 0,
+        ffcv_jpg: bool = False) -> dict:
     """Shard `listing` into `out`; returns the manifest."""
     out.mkdir(parents=True, exist_ok=True)
     parts = out / PARTS
@@ -37,6 +38,8 @@ def run(listing: Listing, out: Path, settings: Settings, fmt: str, shard_size: i
     tar_dir.mkdir(exist_ok=True)
     _clean_tmp(out, parts, tar_dir)
     settings_d = settings.as_dict() | {"shard_size": shard_size}
+    if fmt != "wds":
+        settings_d["ffcv_image"] = f"jpg q{settings.quality}" if ffcv_jpg else "raw"
     tag = hashlib.sha256(json.dumps([settings_d, listing.kind, synth_seed],
                                     sort_keys=True).encode()).hexdigest()[:16]
     tasks = make_tasks(listing, settings, tar_dir, parts, shard_size, tag, synth_seed)
@@ -83,8 +86,8 @@ def run(listing: Listing, out: Path, settings: Settings, fmt: str, shard_size: i
                 except (OSError, ValueError, KeyError):
                     ok = False
                 if not ok:
-                    n = write_beton(tars, out / name, settings.codec, settings.quality,
-                                    len(listing.attributes))
+                    n = write_beton(tars, out / name, ffcv_jpg, settings.quality,
+                                    list(listing.attributes))
                     rec = {"tag": tag, "name": name, "sha256": sha256_file(out / name),
                            "count": n}
                     atomic_write(rec_p, json.dumps(rec).encode())

@@ -10,7 +10,6 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 PREP = [sys.executable, "-m", "data_prep.cli"]
