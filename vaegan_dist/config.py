@@ -69,6 +69,7 @@ class DataConfig:
     data_seed: int = 0  # synthetic only: the embedded dataset's own seed
     workers: int = 0
     shuffle_buffer: int = 1000
+    resampled: bool = False  # wds: infinite stream drawing shards with replacement
 
 
 @dataclass

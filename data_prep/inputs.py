@@ -1,0 +1,104 @@
+"""Enumerate a dataset's inputs in a fixed order: a folder of images (any depth), a CelebA
+layout, or the embedded synthetic set. Each item knows its split, attributes and how to
+read its bytes; problems found while listing (bad attribute lines) are returned as skips."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+CELEBA_SPLITS = {"0": "train", "1": "valid", "2": "test"}
+CELEBA_BOX = (25, 50, 153, 178)  # the 128x128 face crop of BEGAN implementations (178x218 in)
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str  # unique, tar-safe (no dots or slashes)
+    source: str  # path relative to the input root, or "synthetic:INDEX"
+    split: str
+    attrs: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Listing:
+    kind: str  # folder | celeba | synthetic
+    root: str
+    items: list[Item]
+    attributes: list[str]
+    skipped: list[dict]  # {"path", "reason"}
+
+
+def is_celeba(root: Path) -> bool:
+    return (root / "img_align_celeba").is_dir() and (root / "list_attr_celeba.txt").is_file()
+
+
+def list_folder(root: Path) -> Listing:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for f in filenames:
+            if f.lower().endswith(EXTS):
+                files.append(os.path.relpath(os.path.join(dirpath, f), root))
+        for d in dirnames:  # a directory with an image extension is an input we cannot read
+            if d.lower().endswith(EXTS):
+                files.append(os.path.relpath(os.path.join(dirpath, d), root))
+    files.sort()
+    items = [Item(f"{i:08d}", rel, "train") for i, rel in enumerate(files)]
+    return Listing("folder", str(root), items, [], [])
+
+
+def list_celeba(root: Path) -> Listing:
+    skipped: list[dict] = []
+    lines = (root / "list_attr_celeba.txt").read_text(errors="replace").splitlines()
+    names = lines[1].split() if len(lines) > 1 else []
+    attrs: dict[str, dict[str, int]] = {}
+    for no, line in enumerate(lines[2:], start=3):
+        parts = line.split()
+        if not parts:
+            continue
+        vals = parts[1:]
+        if len(vals) != len(names) or any(v not in ("1", "-1", "0") for v in vals):
+            skipped.append({"path": f"list_attr_celeba.txt:{no}",
+                            "reason": f"malformed attribute line ({len(vals)} values, "
+                                      f"expected {len(names)} of 1/-1)"})
+            continue
+        attrs[parts[0]] = {n: int(v == "1") for n, v in zip(names, vals, strict=True)}
+    split_of: dict[str, str] = {}
+    part = root / "list_eval_partition.txt"
+    if part.is_file():
+        for no, line in enumerate(part.read_text(errors="replace").splitlines(), start=1):
+            p = line.split()
+            if len(p) == 2 and p[1] in CELEBA_SPLITS:
+                split_of[p[0]] = CELEBA_SPLITS[p[1]]
+            elif p:
+                skipped.append({"path": f"list_eval_partition.txt:{no}",
+                                "reason": "malformed partition line"})
+    img_dir = root / "img_align_celeba"
+    items = []
+    for i, name in enumerate(sorted(os.listdir(img_dir))):
+        rel = f"img_align_celeba/{name}"
+        if not name.lower().endswith(EXTS):
+            continue
+        if name not in attrs:
+            skipped.append({"path": rel, "reason": "no valid attribute line"})
+            continue
+        items.append(Item(f"{i:08d}", rel, split_of.get(name, "train"), attrs[name]))
+    return Listing("celeba", str(root), items, names, skipped)
+
+
+def list_synthetic(num: int, seed: int) -> Listing:
+    from vaegan_dist.data.synthetic import ATTRIBUTES, attributes
+
+    items = [Item(f"{i:08d}", f"synthetic:{i}", "train", attributes(i, seed)) for i in range(num)]
+    return Listing("synthetic", f"synthetic(seed={seed})", items, list(ATTRIBUTES), [])
+
+
+def list_inputs(root: str) -> Listing:
+    """A CelebA layout when `root` has img_align_celeba/ and list_attr_celeba.txt, else a
+    folder of images."""
+    p = Path(root)
+    if not p.is_dir():
+        raise FileNotFoundError(f"input folder not found: {root}")
+    return list_celeba(p) if is_celeba(p) else list_folder(p)
