@@ -18,6 +18,7 @@ from .controller import PIDController
 from .data import build_source
 from .images import make_grid, save_grid
 from .models import build_models
+from .monitor import OfflineEval, Progress, cuda_max_alloc_gib, fig4_grids
 from .schedule import LrHalving
 from .stats import StatsWriter, peak_rss_gib
 from .step import TrainStep
@@ -133,11 +134,15 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_yaml(self.cfg))
 
     @torch.no_grad()
-    def sample_grid(self) -> Path | None:
+    def sample_grid(self, real: torch.Tensor | None = None) -> Path | None:
+        """The fixed-latent sample grid and, given real images, the Fig. 4 reconstructions."""
         dec = ckpt.unwrap(self.models["decoder"])
         x = dec(self.z_fixed)
-        grid = make_grid(x, self.cfg.train.grid)
-        self.stats.image("samples/fixed_z", grid, self.step * self.global_batch)
+        nimg = self.step * self.global_batch
+        self.stats.image("samples/fixed_z", make_grid(x, self.cfg.train.grid), nimg)
+        if real is not None and dist.is_main():
+            for tag, grid in fig4_grids(self.models, real, self.z_fixed, 8).items():
+                self.stats.image(tag, grid, nimg)
         if dist.is_main():
             return save_grid(x, self.run_dir / "samples.png", self.cfg.train.grid)
         return None
@@ -157,10 +162,16 @@ class Trainer:
                     f"{self.world} process(es) x batch {t.batch} x accum {t.accum} = "
                     f"{self.global_batch} images/step, steps {self.step}..{t.max_steps}")
         last: dict = {}
+        progress = Progress(self.step, t.max_steps, self.global_batch)
+        offline = OfflineEval() if t.eval_every_kimg > 0 and dist.is_main() else None
+        batches: list[torch.Tensor] = []
         t0 = time.perf_counter()
         t_log, n_log = t0, 0
         while self.step < t.max_steps:
-            stats = step_fn(source.micro_batches(self.step), self.step)
+            batches = source.micro_batches(self.step)
+            if offline is not None:
+                offline.observe(batches[0])
+            stats = step_fn(batches, self.step)
             self.step += 1
             nimg = self.step * self.global_batch
             n_log += self.global_batch
@@ -172,14 +183,20 @@ class Trainer:
                 last = {"step": self.step, "nimg": nimg, **stats, "lr": self.lr.lr,
                         "img_per_s": ips, "sec_per_kimg": 1000.0 / ips,
                         "peak_rss_gib": peak_rss_gib()}
+                if (cuda_gib := cuda_max_alloc_gib(self.device)) is not None:
+                    last["cuda_max_alloc_gib"] = cuda_gib
                 self.stats.write(last)
-                dist.print0(f"step {self.step:>7d} nimg {nimg:>9d} k {stats['k']:.5f} "
-                            f"M {stats['M']:.4f} L_d {stats['L_d']:.4f} {ips:7.1f} img/s")
+                dist.print0(progress.line(self.step, stats, ips))
             if self._crossed(t.image_every_kimg, nimg):
-                self.sample_grid()
+                self.sample_grid(batches[0])
+            if offline is not None and self._crossed(t.eval_every_kimg, nimg):
+                scores = offline(self.models["decoder"], cfg.model.latent, self.device)
+                self.stats.write({"step": self.step, "nimg": nimg, **scores})
+                dist.print0(f"eval nimg {nimg}: " + " ".join(f"{k} {v:.4f}"
+                                                            for k, v in scores.items()))
             if self._crossed(t.ckpt_every_kimg, nimg):
                 self.save()
-        self.sample_grid()
+        self.sample_grid(batches[0] if batches else None)
         if ckpt.latest(self.run_dir) != ckpt.step_dir(self.run_dir, self.step):
             self.save()
         self.stats.close()
