@@ -96,9 +96,9 @@ def kid(f1: np.ndarray, f2: np.ndarray, subsets: int = 100, subset_size: int = 1
     """(mean, std) of the unbiased MMD^2 over random subsets of both sets. When both sets
     are no larger than `subset_size`, one estimate on all samples (std 0)."""
     f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
-    size = min(subset_size, len(f1), len(f2))
-    if size >= len(f1) and size >= len(f2):
+    if subset_size >= len(f1) and subset_size >= len(f2):
         return mmd2_unbiased(f1, f2, **kernel), 0.0
+    size = min(subset_size, len(f1), len(f2))
     rng = np.random.default_rng(seed)
     vals = [mmd2_unbiased(f1[rng.choice(len(f1), size, replace=False)],
                           f2[rng.choice(len(f2), size, replace=False)], **kernel)
