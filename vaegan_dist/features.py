@@ -190,9 +190,25 @@ def find_inception(path: str | None = None) -> Path:
     raise ExtractorError(INCEPTION_HELP)
 
 
+def tf_resize_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
+    """TF1 `resize_bilinear` (align_corners=False, no half-pixel centres), which the original
+    TF FID code and StyleGAN's metrics use: output pixel i samples input coordinate
+    i * in / out. torch's bilinear uses half-pixel centres and would shift the image."""
+    n, _, h, w = x.shape
+
+    def coords(inp: int) -> torch.Tensor:
+        src = torch.arange(size, dtype=torch.float32, device=x.device) * (inp / size)
+        return (2 * src + 1) / inp - 1  # pixel index -> grid_sample's [-1, 1], corners off
+
+    gy, gx = torch.meshgrid(coords(h), coords(w), indexing="ij")
+    grid = torch.stack([gx, gy], -1).expand(n, size, size, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 class InceptionExtractor:
-    """FID Inception pool3 features. Input as the FID reference code: RGB 0..255, bilinear
-    resize to 299x299, then x/128 - 1. No logits (the shipped network has no head)."""
+    """FID Inception pool3 features. Input as the TF FID reference: RGB 0..255, TF1-style
+    bilinear resize to 299x299, then x/128 - 1. No logits (the shipped network has no
+    1008-class head, so no Inception Score)."""
 
     name = "inception"
 
@@ -210,7 +226,7 @@ class InceptionExtractor:
         for i in range(0, len(images_u8), batch):
             x = torch.as_tensor(np.asarray(images_u8[i:i + batch])).to(self.device)
             x = x.permute(0, 3, 1, 2).float()
-            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            x = tf_resize_bilinear(x, 299)
             f = self.net(x / 128.0 - 1.0)
             if isinstance(f, (tuple, list)):
                 f = f[0]
