@@ -116,3 +116,28 @@ def test_interpolation_endpoints_and_sphere():
     mid = slerp(a, b, t)  # on the circle of radius 2, at 45 degrees
     torch.testing.assert_close(mid, torch.tensor([[2 ** 0.5, 2 ** 0.5]]))
     torch.testing.assert_close(slerp(a, a, t), a)  # parallel endpoints fall back to lerp
+
+
+def test_snapshot_of_a_began_model_samples_but_cannot_encode(tmp_path):
+    from safetensors.torch import save_file
+
+    from vaegan_dist.config import build_config, dump_yaml
+    from vaegan_dist.generate import SnapshotError
+    from vaegan_dist.models import build_models
+
+    cfg = build_config("tiny", ["loss.variant=began"])
+    models = build_models(cfg.model, vae=False)
+    weights = {f"{n}.{k}": v.contiguous() for n, m in models.items()
+               for k, v in m.state_dict().items()}
+    save_file(weights, str(tmp_path / "w.safetensors"), metadata={"config": dump_yaml(cfg)})
+    m = load_model(tmp_path / "w.safetensors")
+    assert m.encoder is None and m.sample(3, seed=1).shape == (3, 3, 32, 32)
+    torch.testing.assert_close(m.sample(3, seed=1), m.sample(3, seed=1))
+    with pytest.raises(SnapshotError, match="no encoder"):
+        m.encode(torch.zeros(1, 3, 32, 32))
+    save_file(weights, str(tmp_path / "bare.safetensors"))  # no config metadata
+    with pytest.raises(SnapshotError, match="config"):
+        load_model(tmp_path / "bare.safetensors")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(SnapshotError, match="no complete checkpoint"):
+        load_model(tmp_path / "run")

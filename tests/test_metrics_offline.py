@@ -101,3 +101,19 @@ def test_inception_loader_reads_a_local_torchscript(tmp_path, monkeypatch):
     feats, logits = ext(imgs)
     assert logits is None and feats.shape == (3, 2048)
     np.testing.assert_allclose(feats, 255 / 128 - 1, rtol=1e-5)  # x/128 - 1 preprocessing
+
+
+def test_reference_stats_are_cached(extractor, tmp_path, monkeypatch):
+    from vaegan_dist import evaluate
+
+    first = evaluate.reference_stats(extractor, "synthetic", 32, 300, cache=tmp_path)
+    files = list((tmp_path / "refstats").glob("digits-*.npz"))
+    assert len(files) == 1
+    monkeypatch.setattr(evaluate, "reference_images",  # a second call must not recompute
+                        lambda *a, **k: pytest.fail("reference recomputed despite the cache"))
+    again = evaluate.reference_stats(extractor, "synthetic", 32, 300, cache=tmp_path)
+    for k in ("mu", "sigma", "feats"):
+        np.testing.assert_array_equal(first[k], again[k])
+    assert first["feats"].shape == (300, 64)
+    scores = evaluate.score_images(extractor, make_dataset(300, 32, seed=9)[0], first)
+    assert set(scores) == {"fid", "kid", "kid_std", "is", "is_std"}
