@@ -67,7 +67,9 @@ class ShardAttrReader:
                 for m in tar:
                     if not m.isfile():
                         continue
-                    k, _, ext = m.name.partition(".")
+                    folder, _, base = m.name.rpartition("/")
+                    stem, _, ext = base.partition(".")  # webdataset: key = up to the first dot
+                    k = f"{folder}/{stem}"
                     if key is not None and k != key:
                         for item in self._emit(cur, Image, center_crop_resize):
                             yield item

@@ -141,10 +141,13 @@ class DigitsExtractor:
                     self.net, self.accuracy = _train_digits(seed)
             finally:
                 torch.set_num_threads(threads)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            torch.save({"state": self.net.state_dict(), "accuracy": self.accuracy}, tmp)
-            tmp.replace(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+                torch.save({"state": self.net.state_dict(), "accuracy": self.accuracy}, tmp)
+                tmp.replace(path)
+            except OSError as e:  # a read-only home: keep going, retrain next time
+                print(f"warning: cannot cache the digits CNN at {path}: {e}", flush=True)
         self.net.eval()
         self.cache_file = path
 

@@ -52,7 +52,6 @@ def _main(args: argparse.Namespace) -> int:
     model = load_model(args.run, device(args.device))
     res = model.cfg.model.resolution
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     z_data = None
     if args.vectors:
         vectors = load_vectors(args.vectors)
@@ -69,6 +68,7 @@ def _main(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in vectors]
     if unknown:
         raise ValueError(f"no vector for {', '.join(unknown)} (have: {', '.join(vectors)})")
+    out.mkdir(parents=True, exist_ok=True)
     if args.sampled or z_data is None:
         z = model.z(args.rows, args.seed)
     else:
