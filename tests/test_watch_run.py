@@ -66,6 +66,9 @@ def test_tensorboard_holds_stats_scalars_and_fig4_images(run):
     for tag in ("samples/fixed_z", "recon/real_G", "recon/real_D", "recon/fake_D"):
         assert tag in tags["images"], tags["images"]
         assert len(ea.Images(tag)) >= 2  # every image_every and at the end
+    for tag in ("recon/real_G", "recon/real_D", "recon/fake_D"):
+        img = ea.Images(tag)[-1]  # 8 image/reconstruction pairs, 3 pairs per row
+        assert (img.width, img.height) == (6 * 34 + 2, 3 * 34 + 2)
     evals = [r for r in lines if "fd_digits" in r]
     assert [r["nimg"] for r in evals] == [200, 400]
     assert all(r["fd_digits"] > 0 for r in evals)

@@ -83,6 +83,11 @@ class OfflineEval:
             self.buf.append(imgs)
             self.count += len(imgs)
 
+    @property
+    def ready(self) -> bool:
+        """Enough real images for covariance statistics (at least 2)."""
+        return self.count >= 2
+
     @torch.no_grad()
     def __call__(self, decoder: nn.Module, latent: int, device: torch.device) -> dict[str, float]:
         from .features import DigitsExtractor

@@ -189,7 +189,7 @@ class Trainer:
                 dist.print0(progress.line(self.step, stats, ips))
             if self._crossed(t.image_every_kimg, nimg):
                 self.sample_grid(batches[0])
-            if offline is not None and self._crossed(t.eval_every_kimg, nimg):
+            if offline is not None and offline.ready and self._crossed(t.eval_every_kimg, nimg):
                 scores = offline(self.models["decoder"], cfg.model.latent, self.device)
                 self.stats.write({"step": self.step, "nimg": nimg, **scores})
                 dist.print0(f"eval nimg {nimg}: " + " ".join(f"{k} {v:.4f}"
