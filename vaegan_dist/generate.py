@@ -18,7 +18,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, from_dict
 from .data import to_float
-from .images import make_grid, to_uint8
+from .images import to_uint8
 from .models import build_models
 
 
@@ -150,7 +150,7 @@ def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int,
 
 
 def save_gif(frames: torch.Tensor, path: str | Path, ms: int = 120, bounce: bool = True) -> Path:
-    """Frames [T, C, H, W] (or [T, rows*cols...] already tiled) as an animated GIF."""
+    """Frames [T, C, H, W] as an animated GIF that loops (played forth and back)."""
     imgs = [Image.fromarray(a) for a in to_uint8(frames)]
     if bounce and len(imgs) > 2:
         imgs = imgs + imgs[-2:0:-1]
@@ -184,6 +184,3 @@ def grid_size(n: int, nrow: int | None = None, res: int = 32, pad: int = 2) -> t
     rows = math.ceil(n / nrow)
     return nrow * (res + pad) + pad, rows * (res + pad) + pad
 
-
-__all__ = ["Model", "SnapshotError", "interpolate", "lerp", "load_model", "make_grid",
-           "resolve_snapshot", "save_gif", "slerp"]
