@@ -86,6 +86,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     grid: int = 8  # the fixed-latent sample grid is grid x grid
+    eval_every_kimg: float = 0.0  # offline metric (digits FD/KID) interval; 0 = off
     time_budget_s: float = 0.0  # stop cleanly (checkpoint) after this many seconds; 0 = off
     engine: str = "ddp"  # ddp (plain at world size 1) | accelerate | deepspeed
     deepspeed_config: str = ""  # JSON file (configs/deepspeed/*.json) when engine=deepspeed

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from .data import build_source
 from .engine import build_engine, check_ranks_agree
 from .images import make_grid, save_grid
 from .models import build_models
+from .monitor import OfflineEval, Progress, cuda_max_alloc_gib, fig4_grids
 from .schedule import LrHalving
 from .stats import StatsWriter, peak_rss_gib
 from .step import TrainStep
@@ -152,11 +154,15 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_yaml(self.cfg))
 
     @torch.no_grad()
-    def sample_grid(self) -> Path | None:
+    def sample_grid(self, real: torch.Tensor | None = None) -> Path | None:
+        """The fixed-latent sample grid and, given real images, the Fig. 4 reconstructions."""
         dec = ckpt.unwrap(self.models["decoder"])
         x = dec(self.z_fixed)
-        grid = make_grid(x, self.cfg.train.grid)
-        self.stats.image("samples/fixed_z", grid, self.step * self.global_batch)
+        nimg = self.step * self.global_batch
+        self.stats.image("samples/fixed_z", make_grid(x, self.cfg.train.grid), nimg)
+        if real is not None and dist.is_main():
+            for tag, grid in fig4_grids(self.models, real, self.z_fixed, 8).items():
+                self.stats.image(tag, grid, nimg)
         if dist.is_main():
             return save_grid(x, self.run_dir / "samples.png", self.cfg.train.grid)
         return None
@@ -175,44 +181,43 @@ class Trainer:
         dist.print0(f"training {cfg.loss.variant} {cfg.model.resolution}px: "
                     f"{self.world} process(es) x batch {t.batch} x accum {t.accum} = "
                     f"{self.global_batch} images/step, steps {self.step}..{t.max_steps}")
-        last: dict = {}
-        t0 = time.perf_counter()
-        t_log, n_log = t0, 0
+        watch = _Watch(Progress(self.step, t.max_steps, self.global_batch),
+                       OfflineEval() if t.eval_every_kimg > 0 and dist.is_main() else None)
         guard = pre.PreemptGuard(self.run_dir, t.time_budget_s, self.device)
         with guard:
-            stopped, last = self._loop(step_fn, source, guard, t_log, n_log, last)
+            stopped = self._loop(step_fn, source, guard, watch)
         if stopped:
             self.stats.close()
             raise pre.Preempted(self.step, guard.reason)
-        self.sample_grid()
+        self.sample_grid(watch.batch)
         if ckpt.latest(self.run_dir) != ckpt.step_dir(self.run_dir, self.step):
             self.save()
         self.stats.close()
-        return last
+        return watch.last
 
-    def _loop(self, step_fn, source, guard: pre.PreemptGuard, t_log: float, n_log: int,
-              last: dict) -> tuple[bool, dict]:
-        """Steps until max_steps (False) or an agreed stop request (True, checkpoint saved);
-        returns that and the last logged statistics."""
+    def _loop(self, step_fn: TrainStep, source, guard: pre.PreemptGuard, w: _Watch) -> bool:
+        """Steps until max_steps (False) or an agreed stop request (True, checkpoint saved)."""
         t = self.cfg.train
         while self.step < t.max_steps:
-            stats = step_fn(source.micro_batches(self.step), self.step)
+            batches = source.micro_batches(self.step)
+            w.batch = batches[0]
+            if w.offline is not None:
+                w.offline.observe(w.batch)
+            stats = step_fn(batches, self.step)
             self.step += 1
             nimg = self.step * self.global_batch
-            n_log += self.global_batch
+            w.n_log += self.global_batch
             self.lr.update(stats["M"], nimg)
             if self.step % t.log_every == 0 or self.step == t.max_steps:
-                now = time.perf_counter()
-                ips = n_log / max(now - t_log, 1e-9)
-                t_log, n_log = now, 0
-                last = {"step": self.step, "nimg": nimg, **stats, "lr": self.lr.lr,
-                        "img_per_s": ips, "sec_per_kimg": 1000.0 / ips,
-                        "peak_rss_gib": peak_rss_gib()}
-                self.stats.write(last)
-                dist.print0(f"step {self.step:>7d} nimg {nimg:>9d} k {stats['k']:.5f} "
-                            f"M {stats['M']:.4f} L_d {stats['L_d']:.4f} {ips:7.1f} img/s")
+                self._log(stats, nimg, w)
             if self._crossed(t.image_every_kimg, nimg):
-                self.sample_grid()
+                self.sample_grid(w.batch)
+            if w.offline is not None and w.offline.ready and self._crossed(t.eval_every_kimg,
+                                                                           nimg):
+                scores = w.offline(self.models["decoder"], self.cfg.model.latent, self.device)
+                self.stats.write({"step": self.step, "nimg": nimg, **scores})
+                dist.print0(f"eval nimg {nimg}: " + " ".join(f"{k} {v:.4f}"
+                                                            for k, v in scores.items()))
             if self._crossed(t.ckpt_every_kimg, nimg):
                 self.save()
             if self.step < t.max_steps and guard.should_stop():
@@ -221,8 +226,33 @@ class Trainer:
                 guard.mark_requeue(self.step)
                 dist.print0(f"stopping at step {self.step} ({guard.reason}): checkpoint "
                             f"written, exit {pre.REQUEUE_EXIT_CODE} = requeue me")
-                return True, last
-        return False, last
+                return True
+        return False
+
+    def _log(self, stats: dict, nimg: int, w: _Watch) -> None:
+        """One stats.jsonl line (and TensorBoard scalars) plus the console status line."""
+        now = time.perf_counter()
+        ips = w.n_log / max(now - w.t_log, 1e-9)
+        w.t_log, w.n_log = now, 0
+        w.last = {"step": self.step, "nimg": nimg, **stats, "lr": self.lr.lr,
+                  "img_per_s": ips, "sec_per_kimg": 1000.0 / ips, "peak_rss_gib": peak_rss_gib()}
+        if (cuda_gib := cuda_max_alloc_gib(self.device)) is not None:
+            w.last["cuda_max_alloc_gib"] = cuda_gib
+        self.stats.write(w.last)
+        dist.print0(w.progress.line(self.step, stats, ips))
+
+
+@dataclass
+class _Watch:
+    """What the loop reports with: the console progress line, the offline metric, the newest
+    real batch (for Fig. 4 grids) and the last logged statistics."""
+
+    progress: Progress
+    offline: OfflineEval | None
+    batch: torch.Tensor | None = None
+    last: dict = field(default_factory=dict)
+    t_log: float = field(default_factory=time.perf_counter)
+    n_log: int = 0
 
 
 def train(cfg: Config, resume_from: str | None = None) -> dict:

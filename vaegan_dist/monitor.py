@@ -1,0 +1,104 @@
+"""What the trainer shows while it runs: the paper's Fig. 4 image grids, a console status
+line with an ETA, and the offline quality metric every `eval_every_kimg`. Kept out of
+train.py so the loop only calls three methods."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import unwrap
+from .images import make_grid, to_uint8
+
+
+def pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Interleave originals and reconstructions: a0 b0 a1 b1 ..."""
+    return torch.stack([a, b], 1).reshape(-1, *a.shape[1:])
+
+
+@torch.no_grad()
+def fig4_grids(models: dict[str, nn.Module], real: torch.Tensor, z: torch.Tensor,
+               n: int) -> dict[str, np.ndarray]:
+    """Tag -> uint8 grid: G's reconstructions of real images (VAE only), D's reconstructions
+    of real and of generated images; each grid alternates image / reconstruction."""
+    dec, disc = unwrap(models["decoder"]), unwrap(models["disc"])
+    x = real[:n].float()
+    nrow = 2 * int(np.ceil(np.sqrt(len(x))))  # pairs per row = images per column
+    out = {}
+    if "encoder" in models:
+        mu, _ = unwrap(models["encoder"])(x)
+        out["recon/real_G"] = make_grid(pairs(x, dec(mu)), nrow)
+    out["recon/real_D"] = make_grid(pairs(x, disc(x)[1]), nrow)
+    fake = dec(z[:n])
+    out["recon/fake_D"] = make_grid(pairs(fake, disc(fake)[1]), nrow)
+    return out
+
+
+def cuda_max_alloc_gib(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return None
+
+
+class Progress:
+    """Console status line: nimg, img/s, k, M and an ETA from the rate since start."""
+
+    def __init__(self, start_step: int, max_steps: int, global_batch: int):
+        self.start, self.max_steps, self.gb = start_step, max_steps, global_batch
+        self.t0 = time.perf_counter()
+
+    def eta_s(self, step: int) -> float:
+        done = step - self.start
+        if done <= 0:
+            return float("nan")
+        return (time.perf_counter() - self.t0) / done * (self.max_steps - step)
+
+    def line(self, step: int, stats: dict, ips: float) -> str:
+        eta = self.eta_s(step)
+        eta_s = "--:--:--" if eta != eta else time.strftime("%H:%M:%S", time.gmtime(eta))
+        pct = 100.0 * step / max(self.max_steps, 1)
+        return (f"step {step:>7d}/{self.max_steps} ({pct:5.1f}%) nimg {step * self.gb:>9d} "
+                f"{ips:7.1f} img/s k {stats['k']:.5f} M {stats['M']:.4f} "
+                f"L_d {stats['L_d']:.4f} ETA {eta_s}")
+
+
+class OfflineEval:
+    """The offline sanity metric during training: digits-CNN Frechet distance and KID of
+    `n` samples from fixed latents against a rolling buffer of the real images trained on."""
+
+    def __init__(self, n: int = 512, seed: int = 0):
+        self.n, self.seed = n, seed
+        self.buf: list[np.ndarray] = []
+        self.count = 0
+        self.extractor = None
+
+    def observe(self, x: torch.Tensor) -> None:
+        """Keep the first n real images the trainer sees: a fixed reference set that works
+        with every data source (in-memory or streaming)."""
+        if self.count < self.n:
+            imgs = to_uint8(x[: self.n - self.count])
+            self.buf.append(imgs)
+            self.count += len(imgs)
+
+    @property
+    def ready(self) -> bool:
+        """Enough real images for covariance statistics (at least 2)."""
+        return self.count >= 2
+
+    @torch.no_grad()
+    def __call__(self, decoder: nn.Module, latent: int, device: torch.device) -> dict[str, float]:
+        from .features import DigitsExtractor
+        from .metrics import fid_from_features, kid
+
+        if self.extractor is None:
+            self.extractor = DigitsExtractor()
+        real = np.concatenate(self.buf)
+        g = torch.Generator().manual_seed(self.seed + 777)
+        z = torch.randn(len(real), latent, generator=g).to(device)
+        fake = to_uint8(torch.cat([unwrap(decoder)(z[i:i + 128]) for i in range(0, len(z), 128)]))
+        fr, ff = self.extractor(real)[0], self.extractor(fake)[0]
+        return {"fd_digits": fid_from_features(fr, ff),
+                "kid_digits": kid(fr, ff, subsets=1, subset_size=len(fr))[0]}
