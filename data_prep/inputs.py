@@ -16,14 +16,14 @@ CELEBA_BOX = (25, 50, 153, 178)  # the 128x128 face crop of BEGAN implementation
 @dataclass(frozen=True)
 class Item:
     key: str  # unique, tar-safe (no dots or slashes)
-    source: str  # path relative to the input root, or "synthetic:INDEX"
+    source: str  # path relative to the input root, "synthetic:INDEX" or "digits:INDEX"
     split: str
     attrs: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class Listing:
-    kind: str  # folder | celeba | synthetic
+    kind: str  # folder | celeba | synthetic | digits
     root: str
     items: list[Item]
     attributes: list[str]
@@ -93,6 +93,19 @@ def list_synthetic(num: int, seed: int) -> Listing:
 
     items = [Item(f"{i:08d}", f"synthetic:{i}", "train", attributes(i, seed)) for i in range(num)]
     return Listing("synthetic", f"synthetic(seed={seed})", items, list(ATTRIBUTES), [])
+
+
+def list_digits() -> Listing:
+    """scikit-learn's bundled handwritten digits (1,797 real images): attributes are the
+    one-hot labels `digit_0`..`digit_9`, so attribute vectors work on them too."""
+    from sklearn.datasets import load_digits
+
+    labels = load_digits().target
+    names = [f"digit_{d}" for d in range(10)]
+    items = [Item(f"{i:08d}", f"digits:{i}", "train",
+                  {n: int(int(y) == d) for d, n in enumerate(names)})
+             for i, y in enumerate(labels)]
+    return Listing("digits", "sklearn.datasets.load_digits", items, names, [])
 
 
 def list_inputs(root: str) -> Listing:

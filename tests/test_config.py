@@ -10,7 +10,8 @@ from vaegan_dist.config import ConfigError, build_config, from_dict, to_dict
 from .conftest import bin_path
 
 
-@pytest.mark.parametrize("preset", ["tiny", "celeba64", "celeba128", "celeba256"])
+@pytest.mark.parametrize("preset", ["tiny", "celeba64", "celeba128", "celeba256",
+                                    "celeba512"])
 def test_presets_hold_paper_values(preset):
     cfg = build_config(preset)
     assert (cfg.loss.alpha, cfg.loss.beta, cfg.loss.gamma, cfg.loss.eta) == (0.3, 0.1, 0.1, 0.5)
@@ -26,6 +27,9 @@ def test_preset_chain_and_sizes():
     assert build_config("celeba128").model.n == 128
     c256 = build_config("celeba256")
     assert c256.model.resolution == 256 and c256.model.n == 128 and c256.model.checkpoint_stages
+    c512 = build_config("celeba512")
+    assert (c512.model.resolution, c512.model.n, c512.train.batch) == (512, 128, 4)
+    assert c512.model.checkpoint_stages
 
 
 def test_overrides_are_typed():

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import PREP, ROOT, file_hashes, manifest, prep, read_tars, smooth_image
 from PIL import Image
 
 from data_prep.imaging import decode
+from tests.data_helpers import PREP, ROOT, file_hashes, manifest, prep, read_tars, smooth_image
 
 
 def test_help_on_every_subcommand():
-    for sub in ([], ["shard"], ["synth"], ["verify"]):
+    for sub in ([], ["shard"], ["synth"], ["digits"], ["verify"]):
         r = subprocess.run([*PREP, *sub, "--help"], cwd=ROOT, capture_output=True, text=True)
         assert r.returncode == 0 and "usage: vaegan-prep" in r.stdout
 

@@ -12,6 +12,7 @@ to (features [N, D], class logits [N, C] or None).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -73,16 +74,20 @@ class DigitsNet(nn.Module):
         return f, self.head(f)
 
 
+@functools.lru_cache(maxsize=4)
 def digits_images(resolution: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled digits as uint8 RGB NHWC at `resolution` (bilinear upscale,
-    white ink on black) and their labels: real images available on a fresh machine."""
+    white ink on black) and their labels: real images available on a fresh machine.
+    Cached and read-only."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]
     x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
     u8 = (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8)[:, 0].numpy()
-    return np.repeat(u8[..., None], 3, axis=3), d.target.astype(np.int64)
+    rgb, labels = np.repeat(u8[..., None], 3, axis=3), d.target.astype(np.int64)
+    rgb.flags.writeable = labels.flags.writeable = False  # cached: shared by every caller
+    return rgb, labels
 
 
 def cache_dir() -> Path:

@@ -4,7 +4,6 @@ batch sizes or process counts stay comparable."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,13 +39,6 @@ def build_optimizers(cfg: Config, models: dict[str, nn.Module]) -> dict[str, tor
     return {name: torch.optim.Adam(m.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                                    foreach=o.foreach)
             for name, m in models.items()}
-
-
-def autocast_factory(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return lambda: torch.autocast(device.type, dtype=dtype)
 
 
 def fixed_latent(cfg: Config, device: torch.device) -> torch.Tensor:
