@@ -71,17 +71,43 @@ def test_encoder_phase_touches_only_the_encoder():
     assert all(g is None for g in opts["disc"].applied)
 
 
-def test_shared_forward_runs_each_module_once():
+def test_shared_forward_runs_each_module_once_per_input():
+    """No needless re-runs: E sees the B real images once, Dec the B z_v and B z_g once,
+    D the B real, B x_v and B x_g images once; the naive reference sees far more."""
     cfg, models, opts, ctrl, x = setup()
-    calls = {n: 0 for n in models}
+    seen = {n: 0 for n in models}
     for n, m in models.items():
-        m.register_forward_hook(lambda *_, n=n: calls.__setitem__(n, calls[n] + 1))
+        m.register_forward_hook(lambda _m, inp, _o, n=n: seen.__setitem__(n, seen[n] + len(inp[0])))
+    b = len(x)
     TrainStep(models, opts, ctrl, LossConfig(), cfg.latent, seed=1)([x], step=0)
-    assert calls == {"encoder": 1, "decoder": 1, "disc": 1}
-    calls.update({n: 0 for n in calls})
-    eps, z_g = step_noise(1, 0, 4, cfg.latent, True, x.device)
+    assert seen == {"encoder": b, "decoder": 2 * b, "disc": 3 * b}
+    seen.update({n: 0 for n in seen})
+    eps, z_g = step_noise(1, 0, b, cfg.latent, True, x.device)
     naive_grads(models, x, eps.double(), z_g.double(), LossConfig(), 0.0)
-    assert calls["disc"] > 3 and calls["decoder"] > 2  # what sharing saves
+    assert seen == {"encoder": 3 * b, "decoder": 5 * b, "disc": 8 * b}  # what sharing saves
+
+
+def test_phases_backpropagate_only_through_their_branches():
+    """Which D outputs each backward reaches (tensor hooks on the outputs of D's three
+    calls: 0 = D(x), 1 = D(x_g), 2 = D(x_v)): the encoder phase only z of D(x_v); the
+    generator phase D(x_g) and D(x_v); the discriminator phase all three. D(x) is never
+    back-propagated for L_enc or L_gen."""
+    cfg, models, opts, ctrl, x = setup()
+    events: list[tuple[int, str]] = []
+    calls = [0]
+
+    def on_forward(_m, _inp, out):
+        i = calls[0]
+        calls[0] += 1
+        for name, t in zip(("z", "rec"), out):
+            t.register_hook(lambda g, i=i, name=name: events.append((i, name)))
+
+    models["disc"].register_forward_hook(on_forward)
+    TrainStep(models, opts, ctrl, LossConfig(), cfg.latent, seed=1)([x], step=0)
+    both = [(i, o) for i in (0, 1, 2) for o in ("rec", "z")]  # z lies on the path to rec
+    assert events[0] == (2, "z")
+    assert sorted(events[1:5]) == both[2:]
+    assert sorted(events[5:]) == both
 
 
 def test_real_adam_step_moves_every_module():
