@@ -4,10 +4,11 @@ batch 2B, and both ranks agree bit for bit. Slow: the first DeepSpeed start on C
 deepspeed_shm_comm (35 s to 2 min on this machine, cached per venv), each run ~20 s."""
 
 import pytest
+import torch
 
 from tests.dist_util import check, load, max_diff, single, torchrun
 
-pytestmark = [pytest.mark.dist, pytest.mark.slow]
+pytestmark = [pytest.mark.dist]
 COMMON = ["train.max_steps=4", "train.threads=1", "train.ckpt_every_kimg=0.016"]
 
 
@@ -37,3 +38,46 @@ def test_zero_equivalence_two_processes(tmp_path, reference, stage):
     assert max_diff(w0, w_ref) < 2e-5
     for a, b in zip(r0["records"], ref["records"], strict=True):
         assert a["k"] == pytest.approx(b["k"], rel=1e-5)
+
+
+def test_zero2_exact_resume_two_processes(tmp_path):
+    """DeepSpeed's checkpoint API inside our folder scheme: 2 processes ZeRO-2, K steps, the
+    same command again to 2K == 2K in one go (weights and k_t bitwise). Adam's moments live
+    only in the DeepSpeed shards (state.pt holds no optimiser), so a resume that lost them
+    would not match."""
+    from tests.resume_utils import final_state, k_trajectory, run, train_cmd
+
+    ds = ("train.engine=deepspeed", "train.deepspeed_config=configs/deepspeed/zero2.json")
+    k = 3
+    a, b = tmp_path / "straight", tmp_path / "resumed"
+    for run_dir, steps in ((a, 2 * k), (b, k), (b, 2 * k)):
+        r = run(train_cmd(run_dir, steps, "--ckpt-every", str(k), nproc=2, overrides=ds),
+                timeout=500)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert f"resumed from {b}/checkpoints/step-{k:09d}" in r.stdout
+    folder = b / "checkpoints" / f"step-{2 * k:09d}"
+    shards = sorted(p.name for p in (folder / "deepspeed" / "disc").iterdir())
+    assert sum("optim_states" in n for n in shards) == 2, shards  # one ZeRO shard per rank
+    sa, sb = final_state(a), final_state(b)
+    assert sa["optimizers"] == {} and sa["step"] == sb["step"] == 2 * k
+    for name in sa["models"]:
+        for key, t in sa["models"][name].items():
+            assert torch.equal(t, sb["models"][name][key]), (name, key)
+    assert k_trajectory(a) == k_trajectory(b)
+    assert sa["controller"] == sb["controller"]
+
+
+def test_switching_engine_on_resume_is_one_clear_error(tmp_path):
+    """A DeepSpeed checkpoint resumed by plain DDP (and the reverse) is refused in one line."""
+    from tests.resume_utils import run, train_cmd
+
+    ds = ("train.engine=deepspeed", "train.deepspeed_config=configs/deepspeed/zero1.json")
+    a, b = tmp_path / "ds", tmp_path / "plain"
+    assert run(train_cmd(a, 2, nproc=2, overrides=ds), timeout=500).returncode == 0
+    r = run(train_cmd(a, 3, nproc=2))
+    assert r.returncode != 0 and "resume it with train.engine=deepspeed" in r.stderr
+    # one line from our CLI; torchrun prints its own ChildFailedError report after it
+    assert not [ln for ln in r.stderr.splitlines() if "File" in ln and "vaegan_dist" in ln]
+    assert run(train_cmd(b, 2, nproc=2)).returncode == 0
+    r = run(train_cmd(b, 3, nproc=2, overrides=ds), timeout=500)
+    assert r.returncode != 0 and "holds no DeepSpeed state" in r.stderr

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +83,10 @@ def step_dir(run_dir: Path, step: int) -> Path:
 
 
 def save(run_dir: Path, step: int, state: dict, weights: dict[str, torch.Tensor],
-         meta: dict[str, str], keep: int) -> Path:
-    """Collective: every rank calls it. Returns the final folder."""
+         meta: dict[str, str], keep: int,
+         shards: Callable[[Path], None] | None = None) -> Path:
+    """Collective: every rank calls it. `shards(folder)`, called on every rank, writes
+    engine-owned files (DeepSpeed) into the temporary folder. Returns the final folder."""
     root = Path(run_dir) / "checkpoints"
     final = step_dir(run_dir, step)
     tmp = root / f".tmp-step-{step:09d}"
@@ -95,6 +98,8 @@ def save(run_dir: Path, step: int, state: dict, weights: dict[str, torch.Tensor]
     dist.barrier()
     if not final.exists():
         _save(rng_state(), tmp / f"rng-rank{dist.rank()}.pt")
+        if shards is not None:
+            shards(tmp)
     dist.barrier()
     if dist.is_main() and not final.exists():
         from safetensors.torch import save_file

@@ -90,7 +90,7 @@ class TrainConfig:
     time_budget_s: float = 0.0  # stop cleanly (checkpoint) after this many seconds; 0 = off
     engine: str = "ddp"  # ddp (plain at world size 1) | accelerate | deepspeed
     deepspeed_config: str = ""  # JSON file (configs/deepspeed/*.json) when engine=deepspeed
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC models and batches: 1.26x on CPU (bench/results/options.md)
     compile: bool = False  # torch.compile the three models
     dist_timeout_s: float = 600.0  # bound on every collective: a dead rank ends the job
 

@@ -7,9 +7,12 @@ interface, so `TrainStep` runs its three phases without knowing which engine run
     backward(name, loss, retain_graph)   gradient of `loss` into module `name` only
     after_micro(last)  optimiser steps (all engines step once per optimiser step)
     zero_grad()
+    save_shards(dir) / load_shards(dir)   engine-owned state inside a checkpoint folder
+                       (DeepSpeed's own checkpoint API; nothing for the others)
 
-Gradient routing under DDP: each of the three DDP modules runs ONE forward per micro-batch
-and receives exactly ONE backward into its own parameters (`backward(inputs=own params)`:
+Gradient routing under DDP: each of the three DDP modules runs its forwards of a micro-batch
+(D once per input batch) and receives exactly ONE backward into its own parameters
+(autograd sums the uses before a parameter's hook fires; `backward(inputs=own params)`:
 the other phases pass through it without firing its AccumulateGrad hooks), so each DDP
 reducer sees the ordinary one-forward/one-backward pattern, with every parameter used; no
 `find_unused_parameters` or `static_graph` is needed. tests/test_dist_equivalence.py proves
@@ -96,6 +99,14 @@ class Engine:
                 opt.step()
         if self.scaler is not None:
             self.scaler.update()
+
+    owns_optimizer_state = False  # True: the optimisers are saved by save_shards, not state.pt
+
+    def save_shards(self, folder: Path) -> None:
+        """Collective: engine-owned files into a checkpoint folder (none here)."""
+
+    def load_shards(self, folder: Path) -> None:
+        """Collective: the counterpart of `save_shards`."""
 
 
 class AccelerateEngine(Engine):
@@ -213,11 +224,35 @@ class DeepSpeedEngine(Engine):
         for eng in self.engines.values():
             eng.step()
 
+    owns_optimizer_state = True  # ZeRO partitions: each rank holds a shard of Adam's state
+
+    def save_shards(self, folder: Path) -> None:
+        """DeepSpeed's own checkpoint API, one tag per model, inside the checkpoint's
+        temporary folder: rank 0 writes the module states, every rank its ZeRO shard."""
+        for k, eng in self.engines.items():
+            eng.save_checkpoint(str(folder / "deepspeed"), tag=k, save_latest=False)
+
+    def load_shards(self, folder: Path) -> None:
+        root = folder / "deepspeed"
+        if not root.is_dir():
+            raise FileNotFoundError(f"{folder} holds no DeepSpeed state (saved by another "
+                                    "engine?): resume it with that engine")
+        for k, eng in self.engines.items():
+            path, _ = eng.load_checkpoint(str(root), tag=k, load_optimizer_states=True,
+                                          load_lr_scheduler_states=False)
+            if path is None:
+                raise FileNotFoundError(f"DeepSpeed could not load {root / k}")
+
 
 def build_engine(cfg: Config, models: dict[str, nn.Module], optimizers: dict,
                  device: torch.device) -> Engine:
     """The engine named by train.engine, after channels_last / torch.compile."""
     t = cfg.train
+    if t.channels_last and t.engine == "deepspeed":
+        # DeepSpeed broadcasts parameters as flat byte views, which NHWC weights are not
+        if dist.is_main():
+            print("vaegan-train: train.channels_last is not supported by DeepSpeed; off")
+        t.channels_last = False  # the resolved config.yaml says so
     if t.channels_last:
         models = {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
     if t.engine == "deepspeed":

@@ -87,7 +87,9 @@ class Trainer:
     def state_dict(self) -> dict:
         return {
             "models": {k: ckpt.unwrap(m).state_dict() for k, m in self.models.items()},
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            # DeepSpeed saves its (ZeRO-partitioned) optimisers itself: engine.save_shards
+            "optimizers": ({} if self.engine.owns_optimizer_state else
+                           {k: o.state_dict() for k, o in self.optimizers.items()}),
             "controller": self.controller.state_dict(),
             "lr": self.lr.state_dict(),
             "step": self.step,
@@ -100,8 +102,12 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         for k, m in self.models.items():
             ckpt.unwrap(m).load_state_dict(state["models"][k])
-        for k, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
+        if not self.engine.owns_optimizer_state:
+            if not state["optimizers"]:
+                raise ckpt.CheckpointError("this checkpoint's optimisers are in DeepSpeed's "
+                                           "files: resume it with train.engine=deepspeed")
+            for k, o in self.optimizers.items():
+                o.load_state_dict(state["optimizers"][k])
         self.controller.load_state_dict(state["controller"])
         self.lr.load_state_dict(state["lr"])
         if "scaler" in state and self._scaler() is not None:
@@ -113,7 +119,7 @@ class Trainer:
         meta = {"config": dump_yaml(self.cfg), "step": str(self.step),
                 "nimg": str(self.step * self.global_batch)}
         return ckpt.save(self.run_dir, self.step, self.state_dict(), weights_of(self.models),
-                         meta, self.cfg.train.keep)
+                         meta, self.cfg.train.keep, shards=self.engine.save_shards)
 
     def resume(self, path: str | None = None) -> None:
         """Load `path`, or the newest complete checkpoint of the run folder. Structural
@@ -135,6 +141,10 @@ class Trainer:
             dist.print0(f"world size {saved_world} -> {self.world}: models, optimisers and "
                         "controller carry over; data order re-derived from (seed, step)")
         self.load_state_dict(state)
+        try:
+            self.engine.load_shards(target)  # DeepSpeed: modules and ZeRO optimiser shards
+        except FileNotFoundError as e:
+            raise ckpt.CheckpointError(str(e)) from e
         if rng is not None:
             ckpt.set_rng_state(rng)
         dist.print0(f"resumed from {target} (step {self.step}, k={self.controller.k:.6f})")
@@ -192,6 +202,8 @@ class Trainer:
         t = self.cfg.train
         while self.step < t.max_steps:
             batches = source.micro_batches(self.step)
+            if t.channels_last:
+                batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
             w.batch = batches[0]
             if w.offline is not None:
                 w.offline.observe(w.batch)
