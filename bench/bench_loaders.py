@@ -121,7 +121,8 @@ def main() -> int:
              f"Machine: {machine}. {a.num} synthetic images (JPEG q95 4:4:4), batch {a.batch}, "
              f"{a.workers} workers, median of {a.repeats} epochs, float NCHW output; timed "
              f"from the first batch (excludes "
-             f"worker start-up). Shared, loaded 2-core machine: compare within a row.", "",
+             f"worker start-up). Load average {os.getloadavg()[0]:.1f} at the end; "
+             f"compare within a row.", "",
              *table, ""]
     res = ROOT / "bench" / "results" / "loaders.md"
     if not res.exists():

@@ -63,7 +63,8 @@ def main() -> None:
                    if x.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    head = (f"\n## {datetime.date.today()} - {cpu}, {os.cpu_count()} cores, shared machine\n\n"
+    head = (f"\n## {datetime.date.today()} - {cpu}, {os.cpu_count()} cores, load average "
+            f"{os.getloadavg()[0]:.1f} when written\n\n"
             f"Command: `.venv/bin/python bench/bench_scaling.py --steps {a.steps} "
             f"--batch {a.batch} --repeats {a.repeats}`\n\n")
     with open(ROOT / "bench" / "results" / "scaling.md", "a") as f:

@@ -1,0 +1,136 @@
+"""Speed options of the train step, each alone and combined: channels_last, bf16 autocast,
+torch.compile, foreach / fused Adam, zero_grad(set_to_none=False), the number of threads.
+
+Every case is the same model, batch and data; cases are timed round-robin (one repeat of
+each case per round) so that load changes hit all alike, and each case is reported as the
+median over rounds of its speed-up against the baseline timed in the same round.
+The baseline is torch's defaults on CPU: fp32, contiguous, eager, Adam's per-parameter
+loop (foreach=False), set_to_none=True, all threads.
+
+    python bench/bench_options.py --res 64 --batch 8 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import append_results, markdown_table, median, timed  # noqa: E402
+from vaegan_dist.config import LossConfig, ModelConfig  # noqa: E402
+from vaegan_dist.controller import PIDController  # noqa: E402
+from vaegan_dist.models import build_models  # noqa: E402
+from vaegan_dist.step import TrainStep  # noqa: E402
+
+N_FOR_RES = {32: 64, 64: 64, 128: 128, 256: 128}
+
+
+@dataclass
+class Case:
+    name: str
+    channels_last: bool = False
+    bf16: bool = False
+    compile: bool = False
+    adam: dict = field(default_factory=lambda: {"foreach": False})
+    set_to_none: bool = True
+    threads: int = 0  # 0: torch's default
+
+
+def cases(threads: int, with_compile: bool) -> list[Case]:
+    out = [
+        Case("baseline"),
+        Case("channels_last", channels_last=True),
+        Case("bf16 autocast", bf16=True),
+        Case("Adam foreach", adam={"foreach": True}),
+        Case("Adam fused", adam={"fused": True}),
+        Case("set_to_none=False", set_to_none=False),
+        Case("1 thread", threads=1),
+    ]
+    if threads > 1:
+        out.append(Case(f"{threads} threads", threads=threads))
+    if with_compile:
+        out.append(Case("torch.compile", compile=True))
+    out.append(Case("combined: channels_last+bf16+fused", channels_last=True, bf16=True,
+                    adam={"fused": True}))
+    return out
+
+
+def build(c: Case, res: int, n: int, batch: int, latent: int = 64) -> Callable[[], None]:
+    """A zero-argument callable running one full train step under case `c`."""
+    torch.manual_seed(0)
+    models = build_models(ModelConfig(resolution=res, n=n, latent=latent, d_latent=latent))
+    fmt = torch.channels_last if c.channels_last else torch.contiguous_format
+    models = {k: m.to(memory_format=fmt) for k, m in models.items()}
+    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-5, betas=(0.5, 0.999), **c.adam)
+            for k, m in models.items()}
+    if c.compile:
+        models = {k: torch.compile(m) for k, m in models.items()}
+    autocast = ((lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if c.bf16
+                else contextlib.nullcontext)
+    step = TrainStep(models, opts, PIDController(1e-3, 1e-5, 1e-5, 0.5, 0.3), LossConfig(),
+                     latent, seed=0, autocast=autocast)
+    if not c.set_to_none:
+        def zero_grad() -> None:
+            for o in opts.values():
+                o.zero_grad(set_to_none=False)
+        step.engine.zero_grad = zero_grad
+    x = (torch.rand(batch, 3, res, res) * 2 - 1).contiguous(memory_format=fmt)
+    default_threads = torch.get_num_threads()
+
+    def run() -> None:
+        torch.set_num_threads(c.threads or default_threads)
+        try:
+            step([x], 0)
+        finally:
+            torch.set_num_threads(default_threads)
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--res", type=int, default=64)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--n", type=int, default=0, help="filters unit n (0: the preset's n)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--iters", type=int, default=2, help="steps per timed repeat")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile case")
+    p.add_argument("--no-save", action="store_true")
+    a = p.parse_args(argv)
+    n = a.n or N_FOR_RES[a.res]
+    runs: dict[str, Callable[[], None]] = {}
+    for c in cases(torch.get_num_threads(), not a.no_compile):
+        try:
+            fn = build(c, a.res, n, a.batch)
+            fn(), fn()  # warm-up (compiles where asked)
+            runs[c.name] = fn
+        except Exception as e:  # an option this build/CPU lacks is reported, not fatal
+            print(f"{c.name}: skipped ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(a.repeats):
+        for name, fn in runs.items():
+            times[name].append(timed(fn, a.iters))
+    base = times["baseline"]
+    rows = [[name, a.res, n, a.batch, a.batch / median(t),
+             median([b / x for b, x in zip(base, t)])] for name, t in times.items()]
+    table = markdown_table(HEADER, rows)
+    print("\n" + table)
+    if not a.no_save:
+        path = append_results("options.md", f"Speed options of the train step at {a.res}x{a.res}",
+                              table, "img/s median over repeats; speed-up = median over rounds "
+                              "of baseline time / case time, cases timed round-robin")
+        print(f"appended to {path}")
+    return 0
+
+
+HEADER = ["case", "res", "n", "batch", "img/s", "speed-up vs baseline (median)"]
+
+if __name__ == "__main__":
+    sys.exit(main())
