@@ -8,7 +8,7 @@ import pytest
 from tests.dist_util import check, load, single
 
 # ~6.5 min on the shared 2-core machine (2 x 50 steps of tiny at batch 16): slow.
-pytestmark = [pytest.mark.dist, pytest.mark.slow]
+pytestmark = [pytest.mark.dist]
 # Stated tolerance (measured: L_d max |diff| 0.005; L_g, L_v mean |diff| 0.038 with single-step
 # spikes to 0.23, the GAN's adversarial terms react chaotically to rounding; k max |diff|
 # 8e-5 = 3% of its range): L_d per step within 0.02; L_g, L_v mean |diff| over the 50 steps

@@ -48,7 +48,6 @@ def test_exact_resume_two_gloo_processes(tmp_path):
 
 
 @pytest.mark.dist
-@pytest.mark.slow
 def test_resume_with_another_world_size(tmp_path):
     """2 processes -> 1: models, optimisers, controller carry over; data order re-derived."""
     run_dir = tmp_path / "r"

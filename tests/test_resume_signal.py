@@ -91,7 +91,6 @@ def test_sigusr1_to_one_rank_checkpoints_requeues_and_resumes_exactly(tmp_path):
 
 
 @pytest.mark.dist
-@pytest.mark.slow
 def test_sigterm_twice_to_rank_zero_then_resume_exactly(tmp_path):
     run_dir = tmp_path / "run"
     log1, log2 = tmp_path / "term1.txt", tmp_path / "term2.txt"

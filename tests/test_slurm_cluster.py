@@ -24,7 +24,7 @@ from .resume_utils import (
     straight_two_procs,
 )
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.slurm]
 STEPS = STRAIGHT_STEPS
 
 
