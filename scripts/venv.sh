@@ -19,7 +19,7 @@ if [ "$(cat "$VENV/.vaegan-stamp" 2>/dev/null)" != "$want" ]; then
   { "$VENV/bin/python" -m pip install torch==2.13.0 &&
     "$VENV/bin/python" -m pip install -c constraints.txt -e ".[$EXTRAS]"; } >"$log" 2>&1 ||
     { tail -n 30 "$log" >&2; echo "[venv] install failed: see $log" >&2; exit 1; }
-  # optional extras that need system libraries (FFCV) are installed by scripts/ffcv.sh
+  # optional extras that need system libraries (FFCV) are installed by scripts/optional.sh
   if [ -x scripts/optional.sh ]; then bash scripts/optional.sh "$VENV" >&2 || true; fi
   echo "$want" > "$VENV/.vaegan-stamp"
 fi

@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    resolution: int = 64  # power of two, 32..512
+    resolution: int = 64  # power of two, 32..1024 (presets and tests: 32..512)
     n: int = 64  # filters per stage unit (BEGAN's n)
     latent: int = 64  # N: the generator's latent size
     d_latent: int = 64  # h: the discriminator auto-encoder's bottleneck
