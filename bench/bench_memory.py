@@ -18,9 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import append_results, markdown_table  # noqa: E402
-
-N_FOR_RES = {32: 64, 64: 64, 128: 128, 256: 128, 512: 128}
+from bench.common import N_FOR_RES, append_results, markdown_table  # noqa: E402
 
 
 def child(res: int, n: int, batch: int, ckpt: bool) -> dict:

@@ -23,13 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import append_results, markdown_table, median, timed  # noqa: E402
+from bench.common import N_FOR_RES, append_results, markdown_table, median, timed  # noqa: E402
 from vaegan_dist.config import LossConfig, ModelConfig  # noqa: E402
 from vaegan_dist.controller import PIDController  # noqa: E402
 from vaegan_dist.models import build_models  # noqa: E402
 from vaegan_dist.step import TrainStep  # noqa: E402
-
-N_FOR_RES = {32: 64, 64: 64, 128: 128, 256: 128}
 
 
 @dataclass

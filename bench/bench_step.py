@@ -17,14 +17,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import append_results, markdown_table, median, timed  # noqa: E402
+from bench.common import N_FOR_RES, append_results, markdown_table, median, timed  # noqa: E402
 from vaegan_dist.config import LossConfig, ModelConfig  # noqa: E402
 from vaegan_dist.controller import PIDController  # noqa: E402
 from vaegan_dist.models import build_models  # noqa: E402
 from vaegan_dist.reference import naive_step  # noqa: E402
 from vaegan_dist.step import TrainStep, step_noise  # noqa: E402
-
-N_FOR_RES = {32: 64, 64: 64, 128: 128, 256: 128, 512: 128}
 
 
 def make(res: int, n: int, batch: int, latent: int = 64):

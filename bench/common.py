@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# the filters unit n of the presets at each resolution (BEGAN: 64, then 128 from 128x128)
+N_FOR_RES = {32: 64, 64: 64, 128: 128, 256: 128, 512: 128}
 
 
 def machine() -> str:

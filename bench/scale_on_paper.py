@@ -20,13 +20,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import append_results, markdown_table  # noqa: E402
+from bench.common import N_FOR_RES, append_results, markdown_table  # noqa: E402
 from vaegan_dist.config import LossConfig, ModelConfig  # noqa: E402
 from vaegan_dist.models import build_models  # noqa: E402
 from vaegan_dist.step import compute_losses, shared_forward  # noqa: E402
 
-# (resolution, n, per-GPU batch of the preset)
-PRESETS = [(64, 64, 16), (128, 128, 16), (256, 128, 8), (512, 128, 4)]
+# (resolution, per-GPU batch of the preset)
+PRESETS = [(64, 16), (128, 16), (256, 8), (512, 4)]
 # dense bf16 tensor-core peak (vendor data sheets), FLOP/s
 PEAK = {"A100": 312e12, "H100": 989e12}
 MFU = 0.30  # assumed fraction of peak a conv net with 64..384 channels reaches
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-save", action="store_true")
     a = p.parse_args(argv)
     flops_rows, scale_rows = [], []
-    for res, n, batch in PRESETS:
+    for res, batch in PRESETS:
+        n = N_FOR_RES[res]
         f_img, params = step_flops(res, n)
         grad_mb = {k: v * GRAD_BYTES / 2**20 for k, v in params.items()}
         total_bytes = sum(params.values()) * GRAD_BYTES

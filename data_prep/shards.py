@@ -76,15 +76,13 @@ def shard_name(split: str, size: int, index: int) -> str:
 
 def _load_item(task: Task, item: Item) -> dict:
     s = task.settings
-    if task.kind == "synthetic":
+    if task.kind in ("synthetic", "digits"):  # embedded sets: "KIND:INDEX", rendered here
         from vaegan_dist.data.synthetic import render
-
-        i = int(item.source.split(":")[1])
-        return {size: render(i, size, task.synth_seed) for size in s.sizes}
-    if task.kind == "digits":
         from vaegan_dist.features import digits_images
 
         i = int(item.source.split(":")[1])
+        if task.kind == "synthetic":
+            return {size: render(i, size, task.synth_seed) for size in s.sizes}
         return {size: digits_images(size)[0][i] for size in s.sizes}
     path = os.path.join(task.root, item.source)
     try:
