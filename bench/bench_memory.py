@@ -24,17 +24,10 @@ from bench.common import N_FOR_RES, append_results, markdown_table  # noqa: E402
 def child(res: int, n: int, batch: int, ckpt: bool) -> dict:
     import torch
 
-    from vaegan_dist.config import LossConfig, ModelConfig
-    from vaegan_dist.controller import PIDController
-    from vaegan_dist.models import build_models
-    from vaegan_dist.step import TrainStep
+    from bench.common import make_step
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = ModelConfig(resolution=res, n=n, checkpoint_stages=ckpt)
-    models = {k: m.to(dev) for k, m in build_models(cfg).items()}
-    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-5) for k, m in models.items()}
-    step = TrainStep(models, opts, PIDController(1e-3, 1e-5, 1e-5, 0.5, 0.3), LossConfig(),
-                     cfg.latent, seed=0)
+    step, _ = make_step(res, n, overrides=(f"model.checkpoint_stages={ckpt}",), device=dev.type)
     x = torch.rand(batch, 3, res, res, device=dev) * 2 - 1
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     step([x], 0)

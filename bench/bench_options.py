@@ -1,11 +1,12 @@
 """Speed options of the train step, each alone and combined: channels_last, bf16 autocast,
-torch.compile, foreach / fused Adam, zero_grad(set_to_none=False), the number of threads.
+torch.compile, foreach / fused Adam, the number of threads: each a config key of the
+trainer's own step.
 
 Every case is the same model, batch and data; cases are timed round-robin (one repeat of
 each case per round) so that load changes hit all alike, and each case is reported as the
 median over rounds of its speed-up against the baseline timed in the same round.
 The baseline is torch's defaults on CPU: fp32, contiguous, eager, Adam's per-parameter
-loop (foreach=False), set_to_none=True, all threads.
+loop (foreach=False), all threads.
 
     python bench/bench_options.py --res 64 --batch 8 --repeats 5
 """
@@ -13,72 +14,58 @@ loop (foreach=False), set_to_none=True, all threads.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import N_FOR_RES, append_results, markdown_table, median, timed  # noqa: E402
-from vaegan_dist.config import LossConfig, ModelConfig  # noqa: E402
-from vaegan_dist.controller import PIDController  # noqa: E402
-from vaegan_dist.models import build_models  # noqa: E402
-from vaegan_dist.step import TrainStep  # noqa: E402
+from bench.common import (  # noqa: E402
+    N_FOR_RES,
+    append_results,
+    make_step,
+    markdown_table,
+    median,
+    timed,
+)
+
+BASE = ("train.channels_last=false", "optim.foreach=false")
 
 
 @dataclass
 class Case:
     name: str
-    channels_last: bool = False
-    bf16: bool = False
-    compile: bool = False
-    adam: dict = field(default_factory=lambda: {"foreach": False})
-    set_to_none: bool = True
+    overrides: tuple[str, ...] = ()  # config keys laid over BASE
     threads: int = 0  # 0: torch's default
 
 
 def cases(threads: int, with_compile: bool) -> list[Case]:
     out = [
         Case("baseline"),
-        Case("channels_last", channels_last=True),
-        Case("bf16 autocast", bf16=True),
-        Case("Adam foreach", adam={"foreach": True}),
-        Case("Adam fused", adam={"fused": True}),
-        Case("set_to_none=False", set_to_none=False),
+        Case("channels_last", ("train.channels_last=true",)),
+        Case("bf16 autocast", ("train.precision=bf16",)),
+        Case("Adam foreach", ("optim.foreach=true",)),
+        Case("Adam fused", ("optim.fused=true",)),
         Case("1 thread", threads=1),
     ]
     if threads > 1:
         out.append(Case(f"{threads} threads", threads=threads))
     if with_compile:
-        out.append(Case("torch.compile", compile=True))
-    out.append(Case("combined: channels_last+bf16+fused", channels_last=True, bf16=True,
-                    adam={"fused": True}))
+        out.append(Case("torch.compile", ("train.compile=true",)))
+    out.append(Case("combined: channels_last+bf16+fused", ("train.channels_last=true",
+                                                           "train.precision=bf16",
+                                                           "optim.fused=true")))
     return out
 
 
 def build(c: Case, res: int, n: int, batch: int, latent: int = 64) -> Callable[[], None]:
-    """A zero-argument callable running one full train step under case `c`."""
-    torch.manual_seed(0)
-    models = build_models(ModelConfig(resolution=res, n=n, latent=latent, d_latent=latent))
-    fmt = torch.channels_last if c.channels_last else torch.contiguous_format
-    models = {k: m.to(memory_format=fmt) for k, m in models.items()}
-    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-5, betas=(0.5, 0.999), **c.adam)
-            for k, m in models.items()}
-    if c.compile:
-        models = {k: torch.compile(m) for k, m in models.items()}
-    autocast = ((lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if c.bf16
-                else contextlib.nullcontext)
-    step = TrainStep(models, opts, PIDController(1e-3, 1e-5, 1e-5, 0.5, 0.3), LossConfig(),
-                     latent, seed=0, autocast=autocast)
-    if not c.set_to_none:
-        def zero_grad() -> None:
-            for o in opts.values():
-                o.zero_grad(set_to_none=False)
-        step.engine.zero_grad = zero_grad
+    """A zero-argument callable running one full train step of the trainer's own step
+    (bench.common.make_step) under case `c`."""
+    step, cfg = make_step(res, n, latent, (*BASE, *c.overrides))
+    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     x = (torch.rand(batch, 3, res, res) * 2 - 1).contiguous(memory_format=fmt)
     default_threads = torch.get_num_threads()
 

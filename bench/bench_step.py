@@ -17,30 +17,30 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import N_FOR_RES, append_results, markdown_table, median, timed  # noqa: E402
-from vaegan_dist.config import LossConfig, ModelConfig  # noqa: E402
-from vaegan_dist.controller import PIDController  # noqa: E402
-from vaegan_dist.models import build_models  # noqa: E402
+from bench.common import (  # noqa: E402
+    N_FOR_RES,
+    append_results,
+    make_step,
+    markdown_table,
+    median,
+    timed,
+)
 from vaegan_dist.reference import naive_step  # noqa: E402
-from vaegan_dist.step import TrainStep, step_noise  # noqa: E402
+from vaegan_dist.step import step_noise  # noqa: E402
 
 
 def make(res: int, n: int, batch: int, latent: int = 64):
-    torch.manual_seed(0)
-    cfg = ModelConfig(resolution=res, n=n, latent=latent, d_latent=latent)
-    models = build_models(cfg)
-    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-5, betas=(0.5, 0.999))
-            for k, m in models.items()}
-    ctrl = PIDController(1e-3, 1e-5, 1e-5, 0.5, 0.3)
-    step = TrainStep(models, opts, ctrl, LossConfig(), latent, seed=0)
-    x = torch.rand(batch, 3, res, res) * 2 - 1
+    step, cfg = make_step(res, n, latent)
+    models = step.engine.raw
+    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    x = (torch.rand(batch, 3, res, res) * 2 - 1).contiguous(memory_format=fmt)
     eps, z_g = step_noise(0, 0, batch, latent, True, x.device)
 
     def ours():
         step([x], 0)
 
     def naive():
-        naive_step(models, opts, x, eps, z_g, LossConfig(), ctrl.k)
+        naive_step(models, step.engine.optimizers, x, eps, z_g, cfg.loss, float(step.controller.k))
 
     return models, ours, naive, x
 

@@ -20,6 +20,20 @@ RESULTS = Path(__file__).resolve().parent / "results"
 N_FOR_RES = {32: 64, 64: 64, 128: 128, 256: 128, 512: 128}
 
 
+def make_step(res: int, n: int, latent: int = 64, overrides: tuple[str, ...] = (),
+              device: str = "cpu"):
+    """The trainer's own step (vaegan_dist.train.build_step: models, optimisers, engine,
+    controller) for a resolution and width; `overrides` are config keys (train.precision,
+    train.channels_last, optim.fused, ...), so a benchmark measures what training runs."""
+    from vaegan_dist.config import build_config
+    from vaegan_dist.train import build_step
+
+    cfg = build_config(None, [f"model.resolution={res}", f"model.n={n}", f"model.latent={latent}",
+                              f"model.d_latent={latent}", "optim.lr=1e-5",
+                              f"train.device={device}", *overrides])
+    return build_step(cfg, torch.device(device)), cfg
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

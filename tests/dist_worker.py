@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from vaegan_dist import checkpoint as ckpt
 from vaegan_dist import dist, engine, train
 from vaegan_dist.config import build_config
 
@@ -33,25 +32,23 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     cfg = build_config(a.preset, [f"run_dir={out / 'run'}", *a.overrides])
     records: list[dict] = []
-
-    class RecordingStep(train.TrainStep):
-        def __call__(self, micro_batches, step):
-            if step == a.fail_at and dist.rank() == a.fail_rank:
-                print(f"rank {dist.rank()}: injected failure at step {step}", flush=True)
-                os._exit(3)  # a crash: no exception handling, no goodbye to the peers
-            stats = super().__call__(micro_batches, step)
-            records.append({"step": step, "k_hex": float(stats["k"]).hex(), **stats})
-            return stats
-
-    train.TrainStep = RecordingStep
     trainer = train.Trainer(cfg)
+
+    def record(step: int, stats) -> None:
+        if step + 1 == a.fail_at and dist.rank() == a.fail_rank:
+            print(f"rank {dist.rank()}: injected failure at step {a.fail_at}", flush=True)
+            os._exit(3)  # a crash before that step: no exception handling, no goodbye
+        host = stats.host()
+        records.append({"step": step, "k_hex": float(host["k"]).hex(), **host})
+
+    trainer.on_step = record
     if a.perturb_rank >= 0:
         cfg.train.ckpt_every_kimg = 1e9  # only the explicit save below
         trainer.fit()
         if dist.rank() == a.perturb_rank:
             with torch.no_grad():
-                next(ckpt.unwrap(trainer.models["decoder"]).parameters()).view(-1)[0] += 1e-3
-        trainer.step += 1  # a new checkpoint folder
+                next(trainer.models["decoder"].parameters()).view(-1)[0] += 1e-3
+        trainer.counter.step += 1  # a new checkpoint folder
         trainer.save()  # must raise: the ranks no longer agree
         return 0
     trainer.fit()

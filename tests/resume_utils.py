@@ -76,7 +76,7 @@ def _equal(a, b, where: str) -> None:
 
 def assert_same_training_state(a: dict, b: dict) -> None:
     """Bit-identical models, optimiser states, controller, lr schedule and step."""
-    for key in ("models", "optimizers", "controller", "lr", "step", "nimg"):
+    for key in ("models", "optimizers", "controller", "lr", "progress", "data"):
         _equal(a[key], b[key], key)
 
 

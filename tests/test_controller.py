@@ -1,8 +1,12 @@
 """The PID controller against a trajectory computed by hand, with clamping."""
 
+import random
+
 import pytest
+import torch
 
 from vaegan_dist.controller import PIDController
+from vaegan_dist.variants import VARIANTS
 
 # (L_d, L_g, L_v) -> (e_t, k_t) with l1, l2, l3 = 0.5, 0.1, 0.05, eta 0.5, alpha 0.3:
 #  t1: e = 0.5*1.0 - (0.1 + 0)        = 0.4;   k = 0 + .2 + .1(.4) + .05(.4)        = 0.26
@@ -27,30 +31,72 @@ def make():
 def test_trajectory_with_clamping():
     c = make()
     for (ld, lg, lv), k, e in zip(SEQ, K, E):
-        assert c.update(ld, lg, lv) == pytest.approx(k, abs=1e-12)
-        assert c.e1 == pytest.approx(e, abs=1e-12)
-    assert c.steps == len(SEQ)
+        assert float(c.update(ld, lg, lv)) == pytest.approx(k, abs=1e-12)
+        assert float(c.e1) == pytest.approx(e, abs=1e-12)
 
 
 def test_state_dict_round_trip_mid_sequence():
     full = make()
-    ks_full = [full.update(*s) for s in SEQ]
+    ks_full = [float(full.update(*s)) for s in SEQ]
     first = make()
     for s in SEQ[:4]:
         first.update(*s)
     second = make()
     second.load_state_dict(first.state_dict())
-    ks_resumed = [second.update(*s) for s in SEQ[4:]]
+    ks_resumed = [float(second.update(*s)) for s in SEQ[4:]]
     assert ks_resumed == ks_full[4:]  # bit-identical, not approximately
 
 
-def test_p_only_variant_is_integral_gain_only():
-    c = PIDController(0.1, 0.0, 0.0, eta=0.5, alpha=0.0)
-    assert c.update(1.0, 0.1) == pytest.approx(0.1 * 0.4)
-    assert c.update(1.0, 0.3) == pytest.approx(0.04 + 0.1 * 0.2)
+def test_began_variant_is_integral_gain_only():
+    c = PIDController(*VARIANTS["began"].gains(0.1, 0.7, 0.7), eta=0.5, alpha=0.0)
+    assert float(c.update(1.0, 0.1)) == pytest.approx(0.1 * 0.4)
+    assert float(c.update(1.0, 0.3)) == pytest.approx(0.04 + 0.1 * 0.2)
 
 
 def test_initial_k_and_clamp_at_one():
     c = PIDController(10.0, 0.0, 0.0, eta=1.0, alpha=0.0, k0=0.9)
-    assert c.k == 0.9
-    assert c.update(1.0, 0.0) == 1.0
+    assert float(c.k) == 0.9
+    assert float(c.update(1.0, 0.0)) == 1.0
+
+
+def plain_float_pid(seq, l1, l2, l3, eta, alpha):
+    """The recurrence of SPEC in Python floats: the reference the device state must equal
+    bit for bit."""
+    k = e1 = e2 = 0.0
+    out = []
+    for ld, lg, lv in seq:
+        e = eta * ld - (lg + alpha * lv)
+        k = min(max(k + l1 * e + l2 * (e - e1) + l3 * (e - 2.0 * e1 + e2), 0.0), 1.0)
+        e2, e1 = e1, e
+        out.append(k)
+    return out
+
+
+def test_tensor_state_equals_the_float_recurrence_bit_for_bit():
+    rng = random.Random(0)
+    seq = [(rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0, 1)) for _ in range(2000)]
+    gains = (1e-3, 1e-5, 1e-5)
+    c = PIDController(*gains, eta=0.5, alpha=0.3)
+    got = [float(c.update(*(torch.tensor(v, dtype=torch.float64) for v in s))) for s in seq]
+    want = plain_float_pid(seq, *gains, 0.5, 0.3)
+    assert [k.hex() for k in got] == [k.hex() for k in want]
+    assert 0 < max(got) < 1  # the sequence moves and is not clamped throughout
+
+
+def test_state_lives_on_the_device_and_checkpoints_as_floats():
+    c = PIDController(1e-3, 1e-5, 1e-5, eta=0.5, alpha=0.3, k0=0.25, device="meta")
+    k = c.update(torch.zeros((), dtype=torch.float64, device="meta"), 0.1, 0.2)
+    assert k.device.type == "meta" and k.dtype == torch.float64
+    cpu = PIDController(1e-3, 1e-5, 1e-5, eta=0.5, alpha=0.3, k0=0.25)
+    cpu.update(0.4, 0.1, 0.2)
+    assert all(type(v) is float for v in cpu.state_dict().values())
+
+
+def test_masked_update_leaves_the_state_unchanged():
+    c = PIDController(0.5, 0.1, 0.05, eta=0.5, alpha=0.3)
+    c.update(*SEQ[0])
+    before = c.state_dict()
+    c.update(*SEQ[1], apply=torch.tensor(False))
+    assert c.state_dict() == before
+    c.update(*SEQ[1], apply=torch.tensor(True))
+    assert float(c.k) == pytest.approx(K[1], abs=1e-12)

@@ -112,7 +112,7 @@ def _cfg(shards: Path, source: str, *extra: str):
                                  "data.shuffle_buffer=30", *extra])
 
 
-def test_wds_source_resume_replays_exactly(shards):
+def test_wds_source_resume_replays_exactly(shards, capfd):
     cfg = _cfg(shards, "wds", "data.workers=2")
     src = build_source(cfg, 1, 0, torch.device("cpu"))
     run = [src.micro_batches(s) for s in range(45)]  # 540 images: crosses 2 epochs
@@ -120,9 +120,23 @@ def test_wds_source_resume_replays_exactly(shards):
                for mb in run for b in mb)
     resumed = build_source(cfg, 1, 0, torch.device("cpu"))
     resumed.load_state_dict(src.state_dict())
+    assert "warning" not in capfd.readouterr().err  # same settings: an exact replay
     for s in (20, 21, 40):
         assert all(torch.equal(a, b) for a, b in zip(run[s], resumed.micro_batches(s),
                                                      strict=True))
+
+
+def test_source_warns_when_resumed_under_other_settings(shards, capfd):
+    """The state a source saves is the settings its order depends on: resuming under other
+    ones (here two loader workers instead of one) is said, once, on rank 0."""
+    saved = build_source(_cfg(shards, "wds", "data.workers=1"), 1, 0, torch.device("cpu"))
+    other = build_source(_cfg(shards, "wds", "data.workers=2"), 1, 0, torch.device("cpu"))
+    other.load_state_dict(saved.state_dict())
+    err = capfd.readouterr().err
+    assert "data settings changed since the checkpoint (workers 1 -> 2)" in err
+    rank1 = build_source(_cfg(shards, "wds", "data.workers=2"), 2, 1, torch.device("cpu"))
+    rank1.load_state_dict(saved.state_dict())
+    assert "warning" not in capfd.readouterr().err  # rank 0 speaks for all
 
 
 def test_wds_source_resampled_runs_and_errors_are_clear(shards):

@@ -59,7 +59,7 @@ def test_zero2_exact_resume_two_processes(tmp_path):
     shards = sorted(p.name for p in (folder / "deepspeed" / "disc").iterdir())
     assert sum("optim_states" in n for n in shards) == 2, shards  # one ZeRO shard per rank
     sa, sb = final_state(a), final_state(b)
-    assert sa["optimizers"] == {} and sa["step"] == sb["step"] == 2 * k
+    assert "optimizers" not in sa and sa["progress"]["step"] == sb["progress"]["step"] == 2 * k
     for name in sa["models"]:
         for key, t in sa["models"][name].items():
             assert torch.equal(t, sb["models"][name][key]), (name, key)

@@ -16,7 +16,7 @@ def _straight_and_resumed(tmp_path, nproc: int):
     assert r.returncode == 0, r.stderr[-3000:]
     r = run(train_cmd(b, K, "--ckpt-every", "3", nproc=nproc))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert final_state(b)["step"] == K
+    assert final_state(b)["progress"]["step"] == K
     r = run(train_cmd(b, 2 * K, "--ckpt-every", "3", nproc=nproc))
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resumed from {b}/checkpoints/step-{K:09d}" in r.stdout
@@ -26,7 +26,7 @@ def _straight_and_resumed(tmp_path, nproc: int):
 
 def _check(a, b) -> None:
     sa, sb = final_state(a), final_state(b)
-    assert sa["step"] == sb["step"] == 2 * K
+    assert sa["progress"]["step"] == sb["progress"]["step"] == 2 * K
     assert_same_training_state(sa, sb)
     ka, kb = k_trajectory(a), k_trajectory(b)
     assert sorted(ka) == list(range(1, 2 * K + 1)) and ka == kb
@@ -58,8 +58,8 @@ def test_resume_with_another_world_size(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "world size 2 -> 1" in r.stdout
     after = final_state(run_dir)
-    assert after["step"] == K + 2 and after["world_size"] == 1
-    assert before["world_size"] == 2
+    assert after["progress"]["step"] == K + 2 and after["progress"]["world_size"] == 1
+    assert before["progress"]["world_size"] == 2
     # the optimiser went on from the saved moments (Adam's step count continues)
     st = next(iter(after["optimizers"]["disc"]["state"].values()))["step"]
     assert int(st) == K + 2

@@ -115,7 +115,7 @@ def test_time_budget_stops_cleanly(tmp_path):
     assert r.returncode == REQUEUE_EXIT_CODE, r.stderr[-2000:]
     assert "time budget 1s" in r.stdout
     step = int((tmp_path / "run" / REQUEUE_FILE).read_text().split()[0])
-    assert final_state(tmp_path / "run")["step"] == step > 0
+    assert final_state(tmp_path / "run")["progress"]["step"] == step > 0
 
 
 def test_guard_stop_file_and_signal_flag(tmp_path):

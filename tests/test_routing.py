@@ -5,11 +5,13 @@ L_enc; and the shared step runs each module's forward once per micro-batch."""
 import pytest
 import torch
 
-from vaegan_dist.config import LossConfig, ModelConfig
+from vaegan_dist.config import LossConfig, build_config
 from vaegan_dist.controller import PIDController
+from vaegan_dist.engine import build_engine
 from vaegan_dist.models import build_models
 from vaegan_dist.reference import naive_grads
 from vaegan_dist.step import TrainStep, step_noise
+from vaegan_dist.variants import VARIANTS
 
 
 class RecordingOptimizer(torch.optim.Optimizer):
@@ -24,9 +26,12 @@ class RecordingOptimizer(torch.optim.Optimizer):
                         for g in self.param_groups for p in g["params"]]
 
 
+CFG = build_config("tiny", ["model.n=4", "model.latent=3", "model.d_latent=5"])
+
+
 def setup(k: float = 0.3, seed: int = 0):
     torch.manual_seed(seed)
-    cfg = ModelConfig(resolution=32, n=4, latent=3, d_latent=5)
+    cfg = CFG.model
     models = build_models(cfg, vae=True)
     for m in models.values():
         m.double()
@@ -36,11 +41,18 @@ def setup(k: float = 0.3, seed: int = 0):
     return cfg, models, opts, ctrl, x
 
 
+def make_step(models, opts, ctrl, latent: int, seed: int) -> TrainStep:
+    """The step as the trainer builds it: the trainer's engine (build_engine) for the
+    configured train.* options, around these models and optimisers."""
+    engine = build_engine(CFG, models, opts, torch.device("cpu"))
+    return TrainStep(engine, ctrl, VARIANTS["vae_began_star_lsm"], LossConfig(), latent, seed)
+
+
 @pytest.mark.parametrize("k", [0.0, 0.37])
 def test_step_applies_each_loss_gradient_to_its_own_module(k):
     cfg, models, opts, ctrl, x = setup(k)
     loss_cfg = LossConfig()
-    step = TrainStep(models, opts, ctrl, loss_cfg, cfg.latent, seed=7)
+    step = make_step(models, opts, ctrl, cfg.latent, seed=7)
     step([x], step=3)
     eps, z_g = step_noise(7, 3, 4, cfg.latent, True, x.device)
     ref = naive_grads(models, x, eps.double(), z_g.double(), loss_cfg, k)
@@ -54,7 +66,7 @@ def test_step_applies_each_loss_gradient_to_its_own_module(k):
 
 def test_disc_untouched_by_generator_and_encoder_losses():
     cfg, models, opts, ctrl, x = setup(0.5)
-    step = TrainStep(models, opts, ctrl, LossConfig(), cfg.latent, seed=1)
+    step = make_step(models, opts, ctrl, cfg.latent, seed=1)
     step.phases = step.phases[:2]  # run only the encoder and generator phases
     step([x], step=0)
     assert all(g is None for g in opts["disc"].applied)
@@ -64,7 +76,7 @@ def test_disc_untouched_by_generator_and_encoder_losses():
 
 def test_encoder_phase_touches_only_the_encoder():
     cfg, models, opts, ctrl, x = setup(0.5)
-    step = TrainStep(models, opts, ctrl, LossConfig(), cfg.latent, seed=1)
+    step = make_step(models, opts, ctrl, cfg.latent, seed=1)
     step.phases = step.phases[:1]
     step([x], step=0)
     assert all(g is None for g in opts["decoder"].applied)
@@ -79,7 +91,7 @@ def test_shared_forward_runs_each_module_once_per_input():
     for n, m in models.items():
         m.register_forward_hook(lambda _m, inp, _o, n=n: seen.__setitem__(n, seen[n] + len(inp[0])))
     b = len(x)
-    TrainStep(models, opts, ctrl, LossConfig(), cfg.latent, seed=1)([x], step=0)
+    make_step(models, opts, ctrl, cfg.latent, seed=1)([x], step=0)
     assert seen == {"encoder": b, "decoder": 2 * b, "disc": 3 * b}
     seen.update({n: 0 for n in seen})
     eps, z_g = step_noise(1, 0, b, cfg.latent, True, x.device)
@@ -103,7 +115,7 @@ def test_phases_backpropagate_only_through_their_branches():
             t.register_hook(lambda g, i=i, name=name: events.append((i, name)))
 
     models["disc"].register_forward_hook(on_forward)
-    TrainStep(models, opts, ctrl, LossConfig(), cfg.latent, seed=1)([x], step=0)
+    make_step(models, opts, ctrl, cfg.latent, seed=1)([x], step=0)
     both = [(i, o) for i in (0, 1, 2) for o in ("rec", "z")]  # z lies on the path to rec
     assert events[0] == (2, "z")
     assert sorted(events[1:5]) == both[2:]
@@ -114,7 +126,7 @@ def test_real_adam_step_moves_every_module():
     cfg, models, _, ctrl, x = setup()
     opts = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, m in models.items()}
     before = {n: [p.clone() for p in m.parameters()] for n, m in models.items()}
-    stats = TrainStep(models, opts, ctrl, LossConfig(), cfg.latent, seed=1)([x], step=0)
+    stats = make_step(models, opts, ctrl, cfg.latent, seed=1)([x], step=0).host()
     for n, m in models.items():
         assert any(not torch.equal(a, b) for a, b in zip(before[n], m.parameters())), n
-    assert stats["k_prev"] == 0.3 and stats["k"] == ctrl.k
+    assert stats["k_prev"] == 0.3 and stats["k"] == float(ctrl.k)

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from vaegan_dist.step import TERMS, USED
+from vaegan_dist.variants import TERMS, VARIANTS
 
 from .conftest import bin_path
 
@@ -51,11 +51,11 @@ def test_ablations_train_and_log_their_terms(tmp_path, variant):
     assert len(rec) == 20
     for r in rec:
         for term in TERMS:
-            if term in USED[variant]:
+            if term in VARIANTS[variant].terms:
                 assert isinstance(r[term], float) and math.isfinite(r[term]), (term, r)
             else:
                 assert r[term] is None, (term, r)
-    if variant == "began":  # P-only controller: k moves by l1 * e_t exactly
+    if variant == "began":  # integral-only controller: k moves by l1 * e_t exactly
         eta = 0.5
         k = 0.0
         for r in rec:

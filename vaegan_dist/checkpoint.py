@@ -1,7 +1,7 @@
 """Atomic checkpoints of the whole training state.
 
-RUN/checkpoints/step-NNNNNNNNN/ holds `state.pt` (models as unwrapped state dicts,
-optimisers, controller, lr schedule, step/nimg, resolved config), `rng-rankR.pt` per rank,
+RUN/checkpoints/step-NNNNNNNNN/ holds `state.pt` (the trainer's registry of stateful parts,
+state.py, plus the resolved config), `rng-rankR.pt` per rank,
 `weights.safetensors` (inference snapshot) and `COMPLETE`, written last. Everything is
 written into a temporary folder, fsynced, marked complete, then renamed: a folder under a
 final name is always whole. Only rank 0 writes shared files."""
@@ -165,6 +165,16 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> tuple[dict, di
     rng_file = path / f"rng-rank{dist.rank()}.pt"
     rng = torch.load(rng_file, weights_only=True) if rng_file.exists() else None
     return state, rng
+
+
+def upgrade(state: dict) -> None:
+    """Checkpoints written before the state registry (step, nimg and world_size at the top,
+    no data part) load as the registry expects."""
+    if "progress" not in state:
+        state["progress"] = {"step": state.pop("step"), "nimg": state.pop("nimg", 0),
+                             "world_size": state.pop("world_size", 1),
+                             "engine": "ddp" if state.get("optimizers") else "deepspeed"}
+    state.setdefault("data", None)  # no record of the data settings: nothing to compare
 
 
 def check_compatible(saved_cfg: dict, cfg: dict) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +14,13 @@ from typing import Any
 
 import yaml
 
-VARIANTS = ("began", "began_star_lsm", "vae_began_star_lsm")
+from .variants import VARIANTS
+
+# the choices of the string-valued keys; the code that dispatches on them trusts these
+SOURCES = ("synthetic", "folder", "wds", "ffcv")
+ENGINES = ("ddp", "accelerate", "deepspeed")
+PRECISIONS = ("fp32", "bf16", "fp16")
+KL_REDUCTIONS = ("mean", "sum")
 
 
 class ConfigError(ValueError):
@@ -33,7 +39,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    variant: str = "vae_began_star_lsm"  # one of VARIANTS (paper Table 1)
+    variant: str = "vae_began_star_lsm"  # a record of variants.VARIANTS (paper Table 1)
     alpha: float = 0.3
     beta: float = 0.1
     gamma: float = 0.1
@@ -57,7 +63,8 @@ class OptimConfig:
     lr_halving: bool = False  # BEGAN: halve lr when M stalls
     lr_patience_kimg: float = 100.0  # images (thousands) without a new best M before halving
     lr_floor: float = 1e-6
-    foreach: bool = True
+    foreach: bool = True  # multi-tensor Adam (ignored when fused)
+    fused: bool = False  # fused Adam kernels
 
 
 @dataclass
@@ -88,11 +95,14 @@ class TrainConfig:
     grid: int = 8  # the fixed-latent sample grid is grid x grid
     eval_every_kimg: float = 0.0  # offline metric (digits FD/KID) interval; 0 = off
     time_budget_s: float = 0.0  # stop cleanly (checkpoint) after this many seconds; 0 = off
-    engine: str = "ddp"  # ddp (plain at world size 1) | accelerate | deepspeed
+    engine: str = "ddp"  # ddp (one process, or DDP under a launcher) | accelerate | deepspeed
     deepspeed_config: str = ""  # JSON file (configs/deepspeed/*.json) when engine=deepspeed
     channels_last: bool = True  # NHWC models and batches: 1.26x on CPU (bench/results/options.md)
     compile: bool = False  # torch.compile the three models
     dist_timeout_s: float = 600.0  # bound on every collective: a dead rank ends the job
+    # steps between the ranks' agreement on a stop request (a collective read on the host:
+    # the only host sync of a step that does not log); a stop is acted on within this many
+    stop_check_every: int = 10
 
 
 @dataclass
@@ -128,6 +138,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -138,9 +153,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, key) for v, a in zip(value, args))
-    if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"{key}: unsupported type")  # not used in the tree
-    raise ConfigError(f"{key}: unsupported type {tp}")
+    raise ConfigError(f"{key}: unsupported type {tp}")  # the tree uses none other
 
 
 def _merge(obj: Any, data: dict, prefix: str = "") -> None:
@@ -217,8 +230,23 @@ def build_config(preset: str | None, overrides: list[str] | None = None) -> Conf
             raise ConfigError(f"override '{ov}' is not of the form key=value")
         k, v = ov.split("=", 1)
         _set_dotted(cfg, k.strip(), v.strip())
+    resolve(cfg)
     validate(cfg)
     return cfg
+
+
+def resolve(cfg: Config) -> None:
+    """Settings that depend on others, decided once before validation, so the resolved
+    config (config.yaml) is what runs and nothing changes it afterwards."""
+    if cfg.train.engine == "deepspeed" and cfg.train.channels_last:
+        # DeepSpeed broadcasts parameters as flat byte views, which NHWC weights are not
+        print("vaegan-train: train.channels_last=false under DeepSpeed", file=sys.stderr)
+        cfg.train.channels_last = False
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got '{value}'")
 
 
 def validate(cfg: Config) -> None:
@@ -230,16 +258,14 @@ def validate(cfg: Config) -> None:
     for key, v in (("model.n", m.n), ("model.latent", m.latent), ("model.d_latent", m.d_latent),
                    ("train.batch", t.batch), ("train.accum", t.accum),
                    ("train.log_every", t.log_every), ("train.keep", t.keep),
+                   ("train.stop_check_every", t.stop_check_every),
                    ("train.grid", t.grid)):
         if v < 1:
             raise ConfigError(f"{key} must be >= 1, got {v}")
     if t.max_steps < 0:
         raise ConfigError(f"train.max_steps must be >= 0, got {t.max_steps}")
-    if cfg.loss.variant not in VARIANTS:
-        raise ConfigError(f"loss.variant must be one of {', '.join(VARIANTS)}, "
-                          f"got '{cfg.loss.variant}'")
-    if cfg.loss.kl_reduction not in ("mean", "sum"):
-        raise ConfigError(f"loss.kl_reduction must be mean or sum, got '{cfg.loss.kl_reduction}'")
+    _choice("loss.variant", cfg.loss.variant, tuple(VARIANTS))
+    _choice("loss.kl_reduction", cfg.loss.kl_reduction, KL_REDUCTIONS)
     for key in ("alpha", "beta", "gamma", "eta"):
         if getattr(cfg.loss, key) < 0:
             raise ConfigError(f"loss.{key} must be >= 0")
@@ -249,19 +275,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optim.betas must be in [0, 1), got {cfg.optim.betas}")
     if not 0 <= cfg.controller.k0 <= 1:
         raise ConfigError(f"controller.k0 must be in [0, 1], got {cfg.controller.k0}")
-    if t.precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got '{t.precision}'")
+    _choice("train.precision", t.precision, PRECISIONS)
     if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
         raise ConfigError(f"train.device must be auto, cpu or cuda[:i], got '{t.device}'")
-    if t.engine not in ("ddp", "accelerate", "deepspeed"):
-        raise ConfigError(f"train.engine must be ddp, accelerate or deepspeed, got '{t.engine}'")
+    _choice("train.engine", t.engine, ENGINES)
     if t.engine == "deepspeed" and not t.deepspeed_config:
         raise ConfigError("train.engine=deepspeed needs train.deepspeed_config (a JSON file)")
     if t.dist_timeout_s <= 0:
         raise ConfigError(f"train.dist_timeout_s must be > 0, got {t.dist_timeout_s}")
-    if cfg.data.source not in ("synthetic", "folder", "wds", "ffcv"):
-        raise ConfigError(f"data.source must be synthetic, folder, wds or ffcv, "
-                          f"got '{cfg.data.source}'")
+    _choice("data.source", cfg.data.source, SOURCES)
     if cfg.data.source != "synthetic" and not cfg.data.path:
         raise ConfigError(f"data.path is required when data.source is {cfg.data.source}")
 

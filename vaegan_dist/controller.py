@@ -1,43 +1,58 @@
-"""The equilibrium controller of Eqs. 10-12: a velocity-form PID on k_t, clamped to [0, 1].
-BEGAN's proportional-only controller (k += l1 e) is the same object with l2 = l3 = 0.
-State is kept in Python floats (float64) and is fed global-batch means, so every rank
-computes bit-identical k_t without a broadcast."""
+"""The equilibrium controller of Eqs. 10-12: a velocity-form PID on k_t, clamped to [0, 1]
+(vocabulary and BEGAN's integral-only special case: variants.py).
+
+The state (k, e_{t-1}, e_{t-2}) lives on the training device as float64 tensors and is
+updated by tensor operations from the all-reduced global-batch means, so a step never waits
+for the host, and every rank computes bit-identical k_t without a broadcast. Each operation
+is the same IEEE double operation, in the same order, as the float arithmetic of the
+recurrence, so the k sequence equals that of a plain-float implementation bit for bit
+(tests/test_controller.py). Checkpoints hold plain floats."""
 
 from __future__ import annotations
+
+import torch
+
+Number = torch.Tensor | float
 
 
 class PIDController:
     """e_t = eta L_d - (L_g + alpha L_v);
-    k_t = clip(k_{t-1} + l1 e_t + l2 (e_t - e_{t-1}) + l3 (e_t - 2 e_{t-1} + e_{t-2}), 0, 1)."""
+    k_t = clip(k_{t-1} + l1 e_t + l2 (e_t - e_{t-1}) + l3 (e_t - 2e_{t-1} + e_{t-2}), 0, 1)."""
 
     def __init__(self, l1: float, l2: float, l3: float, eta: float, alpha: float,
-                 k0: float = 0.0):
+                 k0: float = 0.0, device: torch.device | str = "cpu"):
         self.l1, self.l2, self.l3 = float(l1), float(l2), float(l3)
         self.eta, self.alpha = float(eta), float(alpha)
-        self.k = float(k0)
-        self.e1 = 0.0  # e_{t-1}
-        self.e2 = 0.0  # e_{t-2}
-        self.steps = 0
+        self.device = torch.device(device)
+        self.k = self._t(k0)
+        self.e1 = self._t(0.0)  # e_{t-1}
+        self.e2 = self._t(0.0)  # e_{t-2}
 
-    def error(self, L_d: float, L_g: float, L_v: float = 0.0) -> float:
-        return self.eta * float(L_d) - (float(L_g) + self.alpha * float(L_v))
+    def _t(self, v: Number) -> torch.Tensor:
+        return torch.as_tensor(v, dtype=torch.float64, device=self.device)
 
-    def update(self, L_d: float, L_g: float, L_v: float = 0.0) -> float:
-        """Advance one iteration; returns k_t (used by the next step's L_dis)."""
+    def error(self, L_d: Number, L_g: Number, L_v: Number = 0.0) -> torch.Tensor:
+        return self.eta * self._t(L_d) - (self._t(L_g) + self.alpha * self._t(L_v))
+
+    def update(self, L_d: Number, L_g: Number, L_v: Number = 0.0,
+               apply: torch.Tensor | None = None) -> torch.Tensor:
+        """Advance one iteration; returns k_t (used by the next step's L_dis). `apply` (a
+        bool tensor) False leaves the state unchanged, decided on the device."""
         e = self.error(L_d, L_g, L_v)
         k = (self.k + self.l1 * e + self.l2 * (e - self.e1)
-             + self.l3 * (e - 2.0 * self.e1 + self.e2))
-        self.k = min(max(k, 0.0), 1.0)
-        self.e2, self.e1 = self.e1, e
-        self.steps += 1
+             + self.l3 * (e - 2.0 * self.e1 + self.e2)).clamp(0.0, 1.0)
+        if apply is not None:
+            k, e, e1 = (torch.where(apply, new, old) for new, old in
+                        ((k, self.k), (e, self.e1), (self.e1, self.e2)))
+            self.k, self.e2, self.e1 = k, e1, e
+        else:
+            self.k, self.e2, self.e1 = k, self.e1, e
         return self.k
 
     def state_dict(self) -> dict:
-        return {"k": self.k, "e1": self.e1, "e2": self.e2, "steps": self.steps,
-                "gains": [self.l1, self.l2, self.l3], "eta": self.eta, "alpha": self.alpha}
+        return {"k": float(self.k), "e1": float(self.e1), "e2": float(self.e2)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.k = float(state["k"])
-        self.e1 = float(state["e1"])
-        self.e2 = float(state["e2"])
-        self.steps = int(state.get("steps", 0))
+        self.k = self._t(float(state["k"]))
+        self.e1 = self._t(float(state["e1"]))
+        self.e2 = self._t(float(state["e2"]))

@@ -21,6 +21,11 @@ class DistEnv:
 
 
 _ENV = DistEnv()
+_DEVICE: torch.device | None = None  # the training device (collective tensors live there)
+# Strict mode (on in the test suite): every tensor handed to a collective must be on the
+# training device, the device the backend serves for training (NCCL: CUDA only). A CPU
+# tensor in a CUDA run fails under NCCL at the first step; strict mode fails it everywhere.
+STRICT_ENV = "VAEGAN_DIST_STRICT"
 
 
 TORCHRUN_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -59,15 +64,23 @@ def _checked(e: DistEnv) -> DistEnv:
     return e
 
 
-def init(timeout_s: float = 600.0) -> DistEnv:
-    """Start the process group when launched with several processes (nccl with CUDA, gloo
-    otherwise). `timeout_s` bounds every collective, so a dead rank ends the job."""
-    global _ENV
+def init(timeout_s: float = 600.0, device: str = "auto") -> DistEnv:
+    """Start the process group whenever a launcher started this process (torchrun, SLURM
+    tasks, accelerate), even at world size 1, so one process under a launcher runs the
+    multi-process code path (collectives, DDP hooks); a plain process stays without a group.
+    With CUDA the group is "cpu:gloo,cuda:nccl": NCCL for the training tensors and gloo for
+    the few CPU-side collectives (object gathers, barriers). `device` is the training
+    device (`device_for(device)`, then `dist.device()`) that every collective tensor must
+    live on (checked in strict mode). `timeout_s` bounds every collective, so a dead rank
+    ends the job."""
+    global _ENV, _DEVICE
     _ENV = resolve_env()
-    if _ENV.world_size > 1 and not torch_dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
+    _DEVICE = device_for(device)
+    if _ENV.source != "local" and not torch_dist.is_initialized():
+        backend = "gloo"
+        if _DEVICE.type == "cuda":
             torch.cuda.set_device(_ENV.local_rank)
+            backend = "cpu:gloo,cuda:nccl"
         # init_method env:// reads RANK/WORLD_SIZE: pass them so SLURM tasks need no export
         torch_dist.init_process_group(backend, rank=_ENV.rank, world_size=_ENV.world_size,
                                       timeout=datetime.timedelta(seconds=timeout_s))
@@ -106,13 +119,42 @@ def print0(*args, **kwargs) -> None:
         print(*args, **kwargs, flush=True)
 
 
+class CollectiveDeviceError(RuntimeError):
+    """A tensor handed to a collective is not on the training device (strict mode)."""
+
+
+def _check_device(t: torch.Tensor, op: str) -> None:
+    if _DEVICE is not None and os.environ.get(STRICT_ENV) == "1" and t.device != _DEVICE:
+        raise CollectiveDeviceError(f"{op}: tensor on {t.device}, training device {_DEVICE} "
+                                    "(NCCL serves CUDA tensors only)")
+
+
+def device() -> torch.device:
+    """The training device chosen by `init` (the CPU before it)."""
+    return _DEVICE or torch.device("cpu")
+
+
+def is_initialized() -> bool:
+    return torch_dist.is_initialized()
+
+
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """Mean over ranks (a copy; identity for one process)."""
-    if not torch_dist.is_initialized() or world_size() == 1:
-        return t.clone()
+    """Mean over ranks (a copy; identity without a process group)."""
+    _check_device(t, "all_reduce_mean")
     out = t.clone()
-    torch_dist.all_reduce(out, op=torch_dist.ReduceOp.SUM)
-    return out / world_size()
+    if torch_dist.is_initialized():
+        torch_dist.all_reduce(out, op=torch_dist.ReduceOp.SUM)
+        out = out / world_size()
+    return out
+
+
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """Elementwise maximum over ranks (a copy; identity without a process group)."""
+    _check_device(t, "all_reduce_max")
+    out = t.clone()
+    if torch_dist.is_initialized():
+        torch_dist.all_reduce(out, op=torch_dist.ReduceOp.MAX)
+    return out
 
 
 def device_for(kind: str) -> torch.device:
@@ -125,8 +167,8 @@ def device_for(kind: str) -> torch.device:
 
 
 def all_gather_object(obj):
-    """Every rank's `obj` (a list indexed by rank; [obj] for one process)."""
-    if not torch_dist.is_initialized() or world_size() == 1:
+    """Every rank's `obj` (a list indexed by rank; [obj] without a process group)."""
+    if not torch_dist.is_initialized():
         return [obj]
     out: list = [None] * world_size()
     torch_dist.all_gather_object(out, obj)

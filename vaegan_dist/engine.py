@@ -1,14 +1,17 @@
-"""The engine adapter: plain (one process), DDP, accelerate and DeepSpeed behind one small
-interface, so `TrainStep` runs its three phases without knowing which engine runs it.
+"""The engine: what runs backward, gradient sync and optimiser steps for `TrainStep`, so the
+step does not know whether one process, DDP, accelerate or DeepSpeed trains it. The trainer,
+the tests and the benchmarks all get theirs from `build_engine`.
 
-    modules            what the shared forward calls (DDP wrappers, or raw modules)
+    modules            what the shared forward calls (DDP wrappers, or the plain modules)
+    raw                the plain modules (state dicts, snapshots, fingerprints)
+    optimizers         one per module, as the engine prepared them
     autocast()         the forward's mixed-precision context
     sync(last)         context for one micro-batch: skip the gradient all-reduce unless last
     backward(name, loss, retain_graph)   gradient of `loss` into module `name` only
-    after_micro(last)  optimiser steps (all engines step once per optimiser step)
+    after_micro(last)  optimiser steps (every engine steps once per optimiser step)
     zero_grad()
-    save_shards(dir) / load_shards(dir)   engine-owned state inside a checkpoint folder
-                       (DeepSpeed's own checkpoint API; nothing for the others)
+    state_parts()      the engine's entries of the checkpoint registry (optimisers, scaler)
+    save_shards(dir) / load_shards(dir)   engine-owned files inside a checkpoint folder
 
 Gradient routing under DDP: each of the three DDP modules runs its forwards of a micro-batch
 (D once per input batch) and receives exactly ONE backward into its own parameters
@@ -30,10 +33,8 @@ import torch
 from torch import nn
 
 from . import dist
-from .checkpoint import unwrap
 from .config import Config, ConfigError
-
-ENGINES = ("ddp", "accelerate", "deepspeed")
+from .state import Group, Stateful
 
 
 def autocast_factory(precision: str, device: torch.device) -> Callable:
@@ -44,45 +45,24 @@ def autocast_factory(precision: str, device: torch.device) -> Callable:
 
 
 def _own_params(m: nn.Module) -> list[torch.Tensor]:
-    return [p for p in unwrap(m).parameters() if p.requires_grad]
+    return [p for p in m.parameters() if p.requires_grad]
 
 
 class Engine:
-    """One process, or DDP when the process group has several ranks."""
+    """The interface, with the plain-autograd behaviour the local engine uses."""
 
-    kind = "ddp"
+    kind = "engine"
 
-    def __init__(self, models: dict[str, nn.Module], optimizers: dict, precision: str,
-                 device: torch.device):
-        self.raw = dict(models)
-        self.optimizers = optimizers
-        self.autocast = autocast_factory(precision, device)
-        # fp16: ONE GradScaler shared by the three optimisers. The three losses come from one
-        # shared forward, so an overflow in it is common to all phases; each optimiser still
-        # checks its own grads for inf in scaler.step (a skip stays local), and one scale
-        # keeps the three updates on the same footing (PyTorch's multi-optimiser recipe).
-        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-        self.modules = self._wrap(models, device)
-
-    def _wrap(self, models: dict[str, nn.Module], device: torch.device) -> dict[str, nn.Module]:
-        if dist.world_size() == 1:
-            return dict(models)  # world size 1: the same step, no wrapper
-        ids = [device.index] if device.type == "cuda" else None
-        return {k: nn.parallel.DistributedDataParallel(m, device_ids=ids)
-                for k, m in models.items()}
+    def __init__(self, raw: dict[str, nn.Module], modules: dict[str, nn.Module],
+                 optimizers: dict[str, torch.optim.Optimizer], autocast: Callable):
+        self.raw, self.modules, self.optimizers = dict(raw), dict(modules), dict(optimizers)
+        self.autocast = autocast
 
     def sync(self, last: bool) -> contextlib.AbstractContextManager:
-        stack = contextlib.ExitStack()
-        if not last:
-            for m in self.modules.values():
-                if hasattr(m, "no_sync"):
-                    stack.enter_context(m.no_sync())
-        return stack
+        return contextlib.nullcontext()
 
     def backward(self, name: str, loss: torch.Tensor, retain_graph: bool) -> None:
-        if self.scaler is not None:
-            loss = self.scaler.scale(loss)
-        torch.autograd.backward(loss, inputs=_own_params(self.modules[name]),
+        torch.autograd.backward(loss, inputs=_own_params(self.raw[name]),
                                 retain_graph=retain_graph)
 
     def zero_grad(self) -> None:
@@ -90,23 +70,64 @@ class Engine:
             opt.zero_grad(set_to_none=True)
 
     def after_micro(self, last: bool) -> None:
-        if not last:
-            return
-        for opt in self.optimizers.values():
-            if self.scaler is not None:
-                self.scaler.step(opt)
-            else:
+        if last:
+            for opt in self.optimizers.values():
                 opt.step()
-        if self.scaler is not None:
-            self.scaler.update()
 
-    owns_optimizer_state = False  # True: the optimisers are saved by save_shards, not state.pt
+    def state_parts(self) -> dict[str, Stateful]:
+        return {"optimizers": Group(self.optimizers)}
 
     def save_shards(self, folder: Path) -> None:
-        """Collective: engine-owned files into a checkpoint folder (none here)."""
+        """Collective: engine-owned files into a checkpoint folder (none by default)."""
 
     def load_shards(self, folder: Path) -> None:
         """Collective: the counterpart of `save_shards`."""
+
+
+class LocalEngine(Engine):
+    """One process ("single"), or DDP ("ddp") whenever a process group exists: under a
+    launcher even one process is wrapped, so it runs the multi-process code path."""
+
+    def __init__(self, models: dict[str, nn.Module], optimizers: dict, precision: str,
+                 device: torch.device):
+        wrapped = dist.is_initialized()
+        ids = [device.index] if device.type == "cuda" else None
+        modules = ({k: nn.parallel.DistributedDataParallel(m, device_ids=ids)
+                    for k, m in models.items()} if wrapped else models)
+        super().__init__(models, modules, optimizers, autocast_factory(precision, device))
+        self.kind = "ddp" if wrapped else "single"
+        # fp16: ONE GradScaler shared by the three optimisers. The three losses come from one
+        # shared forward, so an overflow in it is common to all phases; each optimiser still
+        # checks its own grads for inf in scaler.step (a skip stays local), and one scale
+        # keeps the three updates on the same footing (PyTorch's multi-optimiser recipe).
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+    def sync(self, last: bool) -> contextlib.AbstractContextManager:
+        stack = contextlib.ExitStack()
+        if not last:
+            for m in self.modules.values():
+                if isinstance(m, nn.parallel.DistributedDataParallel):
+                    stack.enter_context(m.no_sync())
+        return stack
+
+    def backward(self, name: str, loss: torch.Tensor, retain_graph: bool) -> None:
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        super().backward(name, loss, retain_graph)
+
+    def after_micro(self, last: bool) -> None:
+        if self.scaler is None:
+            return super().after_micro(last)
+        if last:
+            for opt in self.optimizers.values():
+                self.scaler.step(opt)
+            self.scaler.update()
+
+    def state_parts(self) -> dict[str, Stateful]:
+        parts = super().state_parts()
+        if self.scaler is not None:
+            parts["scaler"] = self.scaler  # fp16 loss scaling is training state
+        return parts
 
 
 class AccelerateEngine(Engine):
@@ -115,7 +136,8 @@ class AccelerateEngine(Engine):
 
     kind = "accelerate"
 
-    def __init__(self, models, optimizers, precision, device):
+    def __init__(self, models: dict[str, nn.Module], optimizers: dict, precision: str,
+                 device: torch.device):
         from accelerate import Accelerator
 
         launcher = dist.launcher_mixed_precision()
@@ -126,11 +148,8 @@ class AccelerateEngine(Engine):
         self.acc = Accelerator(mixed_precision=ours, cpu=device.type == "cpu")
         names = list(models)
         out = self.acc.prepare(*models.values(), *(optimizers[k] for k in names))
-        self.raw = dict(models)
-        self.modules = dict(zip(names, out[:len(names)], strict=True))
-        self.optimizers = dict(zip(names, out[len(names):], strict=True))
-        self.autocast = self.acc.autocast
-        self.scaler = None
+        super().__init__(models, dict(zip(names, out[:len(names)], strict=True)),
+                         dict(zip(names, out[len(names):], strict=True)), self.acc.autocast)
 
     def sync(self, last: bool) -> contextlib.AbstractContextManager:
         stack = contextlib.ExitStack()
@@ -139,14 +158,8 @@ class AccelerateEngine(Engine):
                 stack.enter_context(self.acc.no_sync(m))
         return stack
 
-    def backward(self, name, loss, retain_graph):
-        self.acc.backward(loss, inputs=_own_params(self.modules[name]),
-                          retain_graph=retain_graph)
-
-    def after_micro(self, last: bool) -> None:
-        if last:
-            for opt in self.optimizers.values():
-                opt.step()
+    def backward(self, name: str, loss: torch.Tensor, retain_graph: bool) -> None:
+        self.acc.backward(loss, inputs=_own_params(self.raw[name]), retain_graph=retain_graph)
 
 
 def deepspeed_config(cfg: Config, world: int) -> dict:
@@ -177,32 +190,29 @@ def deepspeed_config(cfg: Config, world: int) -> dict:
 
 
 class DeepSpeedEngine(Engine):
-    """One DeepSpeed engine per model (ZeRO 0/1/2). The shared forward calls the raw modules
-    (whole on every rank at ZeRO <= 2); each phase hands its own engine a surrogate loss whose
-    gradient is exactly the phase's gradient into that model only (see `backward`).
+    """One DeepSpeed engine per model (ZeRO 0/1/2). The shared forward calls the plain
+    modules (whole on every rank at ZeRO <= 2); each phase hands its own engine a surrogate
+    loss whose gradient is exactly the phase's gradient into that model only (`backward`).
     DeepSpeed counts micro-batches itself: every engine steps after every micro-batch and
-    reduces/updates at the accumulation boundary."""
+    reduces/updates at the accumulation boundary. It owns the optimiser state (ZeRO
+    partitions, one shard per rank): saved by `save_shards`, not in state.pt."""
 
     kind = "deepspeed"
 
-    def __init__(self, models, optimizers, precision, device, ds_config: dict):
+    def __init__(self, models: dict[str, nn.Module], optimizers: dict, precision: str,
+                 device: torch.device, ds_config: dict):
         import deepspeed
 
-        self.raw = dict(models)
         self.engines = {}
         for k, m in models.items():
-            eng, opt, _, _ = deepspeed.initialize(model=m, optimizer=optimizers[k],
-                                                  config=dict(ds_config))
+            eng, _, _, _ = deepspeed.initialize(model=m, optimizer=optimizers[k],
+                                                config=dict(ds_config))
             self.engines[k] = eng
-        self.modules = {k: e.module for k, e in self.engines.items()}
-        self.optimizers = {k: e.optimizer for k, e in self.engines.items()}
-        self.autocast = autocast_factory(precision, device)
-        self.scaler = None  # DeepSpeed scales fp16 losses itself
+        super().__init__(models, {k: e.module for k, e in self.engines.items()},
+                         {k: e.optimizer for k, e in self.engines.items()},
+                         autocast_factory(precision, device))
 
-    def sync(self, last: bool) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext()
-
-    def backward(self, name, loss, retain_graph):
+    def backward(self, name: str, loss: torch.Tensor, retain_graph: bool) -> None:
         # DeepSpeed's backward takes no `inputs=`, and freezing the other models is not enough
         # (a frozen parameter's post-accumulate hook still fires: ZeRO-2 then fails on a None
         # grad). So take the phase's gradient g with the restricted autograd.grad, and hand
@@ -210,11 +220,11 @@ class DeepSpeedEngine(Engine):
         # parameters and whose gradient is exactly g (times the engine's fp16 loss scale S,
         # a power of two, applied inside engine.backward; S = 1 otherwise).
         eng = self.engines[name]
-        params = [p for p in self.raw[name].parameters() if p.requires_grad]
+        params = _own_params(self.raw[name])
         scale = float(getattr(eng.optimizer, "loss_scale", 1.0)) if eng.fp16_enabled() else 1.0
         grads = torch.autograd.grad(loss * scale, params, retain_graph=retain_graph)
-        surrogate = sum((p.float() * (g.float() / scale)).sum() for p, g in zip(params, grads,
-                                                                                 strict=True))
+        surrogate = sum((p.float() * (g.float() / scale)).sum()
+                        for p, g in zip(params, grads, strict=True))
         eng.backward(surrogate, scale_wrt_gas=False)
 
     def zero_grad(self) -> None:
@@ -224,7 +234,8 @@ class DeepSpeedEngine(Engine):
         for eng in self.engines.values():
             eng.step()
 
-    owns_optimizer_state = True  # ZeRO partitions: each rank holds a shard of Adam's state
+    def state_parts(self) -> dict[str, Stateful]:
+        return {}  # the optimisers travel in DeepSpeed's own files (save_shards)
 
     def save_shards(self, folder: Path) -> None:
         """DeepSpeed's own checkpoint API, one tag per model, inside the checkpoint's
@@ -248,11 +259,6 @@ def build_engine(cfg: Config, models: dict[str, nn.Module], optimizers: dict,
                  device: torch.device) -> Engine:
     """The engine named by train.engine, after channels_last / torch.compile."""
     t = cfg.train
-    if t.channels_last and t.engine == "deepspeed":
-        # DeepSpeed broadcasts parameters as flat byte views, which NHWC weights are not
-        if dist.is_main():
-            print("vaegan-train: train.channels_last is not supported by DeepSpeed; off")
-        t.channels_last = False  # the resolved config.yaml says so
     if t.channels_last:
         models = {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
     if t.engine == "deepspeed":
@@ -261,7 +267,7 @@ def build_engine(cfg: Config, models: dict[str, nn.Module], optimizers: dict,
     elif t.engine == "accelerate":
         eng = AccelerateEngine(models, optimizers, t.precision, device)
     else:
-        eng = Engine(models, optimizers, t.precision, device)
+        eng = LocalEngine(models, optimizers, t.precision, device)
     if t.compile:
         eng.modules = {k: torch.compile(m) for k, m in eng.modules.items()}
     return eng
@@ -273,7 +279,7 @@ def fingerprint(controller, models: dict[str, nn.Module]) -> dict:
                                           default=float)}
     for name, m in models.items():
         h = hashlib.sha256()
-        for k, v in unwrap(m).state_dict().items():
+        for k, v in m.state_dict().items():
             h.update(k.encode())
             h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
         out[name] = h.hexdigest()
@@ -281,8 +287,8 @@ def fingerprint(controller, models: dict[str, nn.Module]) -> dict:
 
 
 def check_ranks_agree(controller, models: dict[str, nn.Module]) -> dict:
-    """Called at every checkpoint: all ranks must hold the same controller state and the
-    same parameters; a mismatch is an error on every rank (no silent divergence)."""
+    """Called at every checkpoint with the plain modules: all ranks must hold the same
+    controller state and the same parameters; a mismatch is an error on every rank."""
     mine = fingerprint(controller, models)
     if dist.world_size() == 1:
         return mine

@@ -21,11 +21,12 @@ def kl_normal(mu: torch.Tensor, logvar: torch.Tensor, reduction: str = "mean") -
     return kl.mean()
 
 
-def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
-    """Latent dims whose posterior mean varies over the batch (Burda et al. 2015, A_u)."""
+def active_units(mu: torch.Tensor, threshold: float = 0.01) -> torch.Tensor:
+    """Latent dims whose posterior mean varies over the batch (Burda et al. 2015, A_u), as
+    a float32 tensor on mu's device (counted without a host sync)."""
     if mu.shape[0] < 2:
-        return 0
-    return int((mu.detach().float().var(dim=0) > threshold).sum())
+        return torch.zeros((), device=mu.device)
+    return (mu.detach().float().var(dim=0) > threshold).sum().float()
 
 
 def convergence(L_d: float, L_g: float, L_v: float, eta: float, alpha: float) -> float:

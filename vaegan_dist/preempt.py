@@ -3,8 +3,9 @@
 SIGTERM (preemption, `scancel`), SIGUSR1 (SLURM's `--signal=USR1@T` pre-timeout warning),
 SIGUSR2 (submitit's choice of the same), a stop-request file `RUN/STOP` (written by the
 sbatch scripts' trap, which reaches ranks that no signal reaches, e.g. torchrun workers in
-their own sessions) and `train.time_budget_s` all only set a flag. At the end of every
-step the ranks all-reduce that flag (MAX), so all of them agree on the same last step, write
+their own sessions) and `train.time_budget_s` all only set a flag. Every
+`train.stop_check_every` steps the ranks all-reduce that flag (MAX; the one host read of a
+step that does not log), so all of them agree on the same last step, write
 one checkpoint together and exit with `REQUEUE_EXIT_CODE`; no rank is left waiting in a
 collective. Rank 0 also writes `RUN/REQUEUE`, which launchers that hide exit codes
 (torchrun) can test instead."""
@@ -16,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as torch_dist
 
 from . import dist
 
@@ -84,9 +84,7 @@ class PreemptGuard:
     def should_stop(self) -> bool:
         """Collective: True on every rank when any rank wants to stop."""
         mine = self.local_request()
-        flag = torch.tensor([1.0 if mine else 0.0], device=self.device)
-        if torch_dist.is_initialized() and dist.world_size() > 1:
-            torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+        flag = dist.all_reduce_max(torch.tensor([1.0 if mine else 0.0], device=self.device))
         stop = bool(flag.item() > 0)
         if stop:
             self.reason = mine or "another rank's request"

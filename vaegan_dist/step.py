@@ -1,10 +1,10 @@
 """One training iteration, laid out like Algorithm 1 of the paper.
 
-All three losses are functions of one shared forward at the current parameters (Algorithm 1
+All the losses are functions of one shared forward at the current parameters (Algorithm 1
 computes Z'_{v,g,d} and X'_{v,g,d} before any update): the encoder runs once, the decoder
 once on z_v and once on z_g, the discriminator once on each of x, x_v, x_g (separate graphs,
-so a phase's backward visits only the branches its loss depends on). Then three phases,
-each the backward of its own loss into its own parameters only (`backward(inputs=...)`):
+so a phase's backward visits only the branches its loss depends on). Then the variant's
+phases (variants.py), each the backward of its own loss into its own parameters only:
 
     encoder phase        L_enc = L_n + beta L_s + gamma L_e                  -> encoder
     generator phase      L_gen = L_g + alpha L_v + beta L_s + gamma L_e      -> decoder
@@ -12,12 +12,12 @@ each the backward of its own loss into its own parameters only (`backward(inputs
 
 The gradient of L_dis with respect to D's parameters through the shared forward equals
 that through detached fakes (detaching only cuts the path into G), so D is not re-run.
-The controller is then fed the global-batch means of (L_d, L_g, L_v)."""
+The controller is then fed the global-batch means of (L_d, L_g, L_v). Nothing in a step
+waits for the device: the statistics stay there (`StepStats`) until a logging step reads
+them in one copy."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -27,16 +27,9 @@ from . import dist
 from .config import LossConfig
 from .controller import PIDController
 from .engine import Engine
-from .losses import active_units, convergence, kl_normal, l1
+from .losses import active_units, convergence
 from .models import reparameterize
-
-TERMS = ("L_d", "L_g", "L_v", "L_e", "L_n", "L_s", "L_dis", "L_gen", "L_enc")
-# the terms each ablation (paper Table 1) uses; the others are logged as null
-USED = {
-    "began": ("L_d", "L_g", "L_dis", "L_gen"),
-    "began_star_lsm": ("L_d", "L_g", "L_s", "L_dis", "L_gen"),
-    "vae_began_star_lsm": TERMS,
-}
+from .variants import TERMS, Variant
 
 
 def step_noise(seed: int, step: int, global_batch: int, latent: int, vae: bool,
@@ -69,155 +62,93 @@ class Forward:
 
 def shared_forward(models: dict[str, nn.Module], x: torch.Tensor, eps: torch.Tensor | None,
                    z_g: torch.Tensor) -> Forward:
-    """Algorithm 1 lines 3-6 and 9: each network runs once per input batch. The batches are
-    not concatenated: separate graphs let the encoder and generator phases back-propagate
-    only through the branches their losses touch (e.g. not through D(x) or D(x_g) for
-    L_enc), which saves about a fifth of the step (bench/results/step.md)."""
+    """Algorithm 1 lines 3-6 and 9: each network runs once per input batch (the encoder
+    only where there is one, i.e. `eps` is given). The batches are not concatenated:
+    separate graphs let the encoder and generator phases back-propagate only through the
+    branches their losses touch (e.g. not through D(x) or D(x_g) for L_enc), which saves
+    about a fifth of the step (bench/results/step.md)."""
     dec, disc = models["decoder"], models["disc"]
     x_g = dec(z_g.to(x.dtype))
     z_d, rec_d = disc(x)
     z_g_d, rec_g = disc(x_g)
     f = Forward(x=x, x_g=x_g, z_d=z_d, rec_d=rec_d, z_g_d=z_g_d, rec_g=rec_g)
-    if "encoder" in models:
+    if eps is not None:
         f.mu, f.logvar = models["encoder"](x)
         f.x_v = dec(reparameterize(f.mu, f.logvar, eps))
         f.z_v_d, f.rec_v = disc(f.x_v)
     return f
 
 
-def compute_losses(f: Forward, cfg: LossConfig, k: float) -> dict[str, torch.Tensor]:
-    """Eqs. 2, 3, 7, 9, 13-15 for the configured variant (scalar fp32 tensors)."""
-    a, b, c = cfg.alpha, cfg.beta, cfg.gamma
-    t: dict[str, torch.Tensor] = {
-        "L_d": l1(f.x, f.rec_d),  # Eq. 7
-        "L_g": l1(f.x_g, f.rec_g),  # Eq. 7 (SPEC: x_g, not the printed x)
-    }
-    if cfg.variant == "vae_began_star_lsm":
-        t["L_v"] = l1(f.x_v, f.rec_v)  # Eq. 7
-        t["L_e"] = l1(f.x, f.x_v)  # Eq. 2
-        t["L_n"] = kl_normal(f.mu, f.logvar, cfg.kl_reduction)  # Eq. 3
-        t["L_s"] = l1(f.z_d, f.z_v_d)  # Eq. 9
-        adv = t["L_g"] + a * t["L_v"]
-        t["L_dis"] = t["L_d"] - k * adv  # Eq. 13
-        t["L_gen"] = adv + b * t["L_s"] + c * t["L_e"]  # Eq. 14
-        t["L_enc"] = t["L_n"] + b * t["L_s"] + c * t["L_e"]  # Eq. 15
-    elif cfg.variant == "began_star_lsm":
-        # no VAE: the learned similarity compares D's latents of real and generated images
-        t["L_s"] = l1(f.z_d, f.z_g_d)
-        t["L_dis"] = t["L_d"] - k * t["L_g"]
-        t["L_gen"] = t["L_g"] + b * t["L_s"]
-    else:  # began
-        t["L_dis"] = t["L_d"] - k * t["L_g"]
-        t["L_gen"] = t["L_g"]
-    return t
+# the layout of the statistics vector: the global-batch means of TERMS, then these
+EXTRA = ("active_units", "e")
 
 
-def _params(m: nn.Module) -> list[torch.Tensor]:
-    return [p for p in m.parameters() if p.requires_grad]
+@dataclass
+class StepStats:
+    """One step's global-batch statistics, still on the training device."""
+
+    values: torch.Tensor  # float64: TERMS, then EXTRA
+    k_prev: torch.Tensor
+    k: torch.Tensor
+    variant: Variant
+    cfg: LossConfig
+
+    def host(self) -> dict[str, float | None]:
+        """The statistics as Python floats (one device-to-host copy): the variant's unused
+        terms are None; M is the convergence measure."""
+        vals = torch.cat([self.values, torch.stack([self.k_prev, self.k])]).tolist()
+        n = len(TERMS)
+        out: dict[str, float | None] = {
+            name: (vals[j] if name in self.variant.terms else None)
+            for j, name in enumerate(TERMS)}
+        out["k_prev"], out["k"] = vals[-2], vals[-1]
+        out["e"] = vals[n + 1]
+        out["M"] = convergence(vals[0], vals[1], vals[2], self.cfg.eta, self.cfg.alpha)
+        if self.variant.vae:
+            out["active_units"] = vals[n]
+        return out
 
 
 class TrainStep:
-    """Phases (encoder, generator, discriminator), each with its own loss and optimiser.
+    """The variant's phases, each with its own loss and optimiser, run through `engine`
+    (backward, gradient sync and optimiser steps; see engine.py)."""
 
-    `models` holds `decoder`, `disc` and (VAE variants) `encoder`, possibly DDP-wrapped;
-    `optimizers` the same keys. `autocast` is a context factory for the forwards; the
-    losses are computed in fp32 either way. `grad_sync(name)` returns a context in which a
-    backward may skip the cross-rank gradient all-reduce (DDP's `no_sync`) on all but the
-    last micro-batch."""
+    def __init__(self, engine: Engine, controller: PIDController, variant: Variant,
+                 loss_cfg: LossConfig, latent: int, seed: int):
+        self.engine, self.controller, self.variant = engine, controller, variant
+        self.cfg, self.latent, self.seed = loss_cfg, latent, seed
+        self.phases = list(variant.phases)
 
-    def __init__(self, models: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                 controller: PIDController, loss_cfg: LossConfig, latent: int, seed: int,
-                 autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
-                 no_sync: Callable[[nn.Module], contextlib.AbstractContextManager] | None = None,
-                 engine: Engine | None = None):
-        self.models, self.optimizers = models, optimizers
-        self.controller, self.cfg = controller, loss_cfg
-        self.latent, self.seed = latent, seed
-        self.vae = "encoder" in models
-        self.autocast = autocast or contextlib.nullcontext
-        self.no_sync = no_sync
-        # the engine adapter (plain/DDP/accelerate/DeepSpeed) owns backward, sync and steps
-        self.engine = engine or _LocalEngine(self)
-        if engine is not None:
-            self.models = engine.modules
-        self.phases = ([("encoder", "L_enc")] if self.vae else []) + [
-            ("decoder", "L_gen"), ("disc", "L_dis")]
-
-    def _sync_ctx(self, last: bool) -> contextlib.ExitStack:
-        stack = contextlib.ExitStack()
-        if not last and self.no_sync is not None:
-            for m in self.models.values():
-                stack.enter_context(self.no_sync(m))
-        return stack
-
-    def __call__(self, micro_batches: list[torch.Tensor], step: int) -> dict[str, float | None]:
+    def __call__(self, micro_batches: list[torch.Tensor], step: int) -> StepStats:
         """One optimiser step over `micro_batches` (this rank's share of the global batch)."""
-        k_prev = self.controller.k
+        eng, ctrl = self.engine, self.controller
+        k_prev = ctrl.k
+        k_loss = k_prev.float()  # the losses are fp32
         n_micro = len(micro_batches)
         b = micro_batches[0].shape[0]
         world, rank = dist.world_size(), dist.rank()
+        device = micro_batches[0].device
         eps_all, zg_all = step_noise(self.seed, step, b * world * n_micro, self.latent,
-                                     self.vae, micro_batches[0].device)
-        eng = self.engine
+                                     self.variant.vae, device)
         eng.zero_grad()
-        sums = torch.zeros(len(TERMS) + 1, dtype=torch.float64)
+        sums = torch.zeros(len(TERMS) + 1, dtype=torch.float64, device=device)
+        zero = torch.zeros((), device=device)
         for m, x in enumerate(micro_batches):
             lo = (m * world + rank) * b  # this micro-batch's slice of the global batch
             eps = eps_all[lo:lo + b] if eps_all is not None else None
             with eng.sync(last=m == n_micro - 1):
                 with eng.autocast():
-                    f = shared_forward(self.models, x, eps, zg_all[lo:lo + b])
-                terms = compute_losses(f, self.cfg, k_prev)
+                    f = shared_forward(eng.modules, x, eps, zg_all[lo:lo + b])
+                terms = self.variant.losses(f, self.cfg, k_loss)
                 for i, (name, loss_name) in enumerate(self.phases):
                     last = i == len(self.phases) - 1
                     eng.backward(name, terms[loss_name] / n_micro, retain_graph=not last)
-            for j, name in enumerate(TERMS):
-                if name in terms:
-                    sums[j] += terms[name].detach().double().item()
-            if f.mu is not None:
-                sums[-1] += active_units(f.mu)
+            units = active_units(f.mu) if f.mu is not None else zero
+            sums += torch.stack([terms[t].detach() if t in terms else zero for t in TERMS]
+                                + [units]).double()
             eng.after_micro(last=m == n_micro - 1)
         # one fused all-reduce of every statistic: global-batch means on every rank
         means = dist.all_reduce_mean(sums / n_micro)
-        vals = means.tolist()
-        stats: dict[str, float | None] = {
-            name: (vals[j] if name in USED[self.cfg.variant] else None)
-            for j, name in enumerate(TERMS)}
-        L_d, L_g, L_v = vals[0], vals[1], vals[2]
-        stats["k_prev"] = k_prev
-        stats["k"] = self.controller.update(L_d, L_g, L_v)
-        stats["M"] = convergence(L_d, L_g, L_v, self.cfg.eta, self.cfg.alpha)
-        if self.vae:
-            stats["active_units"] = vals[-1]
-        return stats
-
-
-class _LocalEngine:
-    """The engine interface over the step's own models/optimizers/no_sync (no adapter)."""
-
-    def __init__(self, step: TrainStep):
-        self.s = step
-
-    def autocast(self):
-        return self.s.autocast()
-
-    def sync(self, last: bool) -> contextlib.AbstractContextManager:
-        return self.s._sync_ctx(last)
-
-    def backward(self, name: str, loss: torch.Tensor, retain_graph: bool) -> None:
-        torch.autograd.backward(loss, inputs=_params(self.s.models[name]),
-                                retain_graph=retain_graph)
-
-    def zero_grad(self) -> None:
-        for opt in self.s.optimizers.values():
-            opt.zero_grad(set_to_none=True)
-
-    def after_micro(self, last: bool) -> None:
-        if last:
-            for opt in self.s.optimizers.values():
-                opt.step()
-
-
-def optimizer_params(optimizers: dict[str, torch.optim.Optimizer]) -> Iterator[dict]:
-    for opt in optimizers.values():
-        yield from opt.param_groups
+        k = ctrl.update(means[0], means[1], means[2])
+        return StepStats(torch.cat([means, ctrl.e1.reshape(1)]), k_prev, k, self.variant,
+                         self.cfg)

@@ -5,6 +5,7 @@ batch sizes or process counts stay comparable."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from . import dist
+from . import dist, variants
 from . import preempt as pre
 from .config import Config, ConfigError, dump_yaml, to_dict
 from .controller import PIDController
@@ -22,23 +23,37 @@ from .images import make_grid, save_grid
 from .models import build_models
 from .monitor import OfflineEval, Progress, cuda_max_alloc_gib, fig4_grids
 from .schedule import LrHalving
+from .state import Group, MissingPart, Stateful, load_into, state_of
 from .stats import StatsWriter, peak_rss_gib
-from .step import TrainStep
+from .step import StepStats, TrainStep
 
 
-def build_controller(cfg: Config) -> PIDController:
-    """PID for the BEGAN* variants; BEGAN's P-only controller (l2 = l3 = 0) for `began`."""
+def build_controller(cfg: Config, variant: variants.Variant,
+                     device: torch.device) -> PIDController:
+    """The variant's controller (full PID, or BEGAN's integral-only update) on `device`."""
     c = cfg.controller
-    pid = cfg.loss.variant != "began"
-    return PIDController(c.l1, c.l2 if pid else 0.0, c.l3 if pid else 0.0,
-                         cfg.loss.eta, cfg.loss.alpha, c.k0)
+    return PIDController(*variant.gains(c.l1, c.l2, c.l3), cfg.loss.eta, cfg.loss.alpha, c.k0,
+                         device=device)
 
 
 def build_optimizers(cfg: Config, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
     o = cfg.optim
+    impl = {"fused": True} if o.fused else {"foreach": o.foreach}
     return {name: torch.optim.Adam(m.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                   foreach=o.foreach)
+                                   **impl)
             for name, m in models.items()}
+
+
+def build_step(cfg: Config, device: torch.device) -> TrainStep:
+    """Models, optimisers, engine, controller and step, as every training run builds them;
+    the tests and benchmarks get theirs here too, so they measure the code that trains."""
+    variant = variants.get(cfg.loss.variant)
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    models = {k: m.to(device) for k, m in build_models(cfg.model, variant.vae).items()}
+    # single process/DDP, accelerate or DeepSpeed: wrapped models and prepared optimisers
+    engine = build_engine(cfg, models, build_optimizers(cfg, models), device)
+    return TrainStep(engine, build_controller(cfg, variant, device), variant, cfg.loss,
+                     cfg.model.latent, cfg.train.seed)
 
 
 def fixed_latent(cfg: Config, device: torch.device) -> torch.Tensor:
@@ -48,78 +63,78 @@ def fixed_latent(cfg: Config, device: torch.device) -> torch.Tensor:
 
 
 def weights_of(models: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """The inference snapshot's tensors, named `model.param` without wrapper prefixes."""
     return {f"{name}.{k}": v for name, m in models.items()
             for k, v in ckpt.unwrap(m).state_dict().items()}
 
 
-class Trainer:
-    """Holds every stateful part; `state_dict()` is exactly what a checkpoint stores."""
+class Counter:
+    """Optimiser steps done and the images they consumed (the run's position)."""
 
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
-        self.env = dist.init(cfg.train.dist_timeout_s)
-        self.device = dist.device_for(cfg.train.device)
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
-        if cfg.train.precision == "fp16" and self.device.type != "cuda":
-            raise ConfigError("train.precision=fp16 needs a CUDA device (use bf16 on CPU)")
-        self.world, self.rank = dist.world_size(), dist.rank()
-        self.global_batch = cfg.train.batch * cfg.train.accum * self.world
-        self.run_dir = Path(cfg.run_dir)
-        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        vae = cfg.loss.variant == "vae_began_star_lsm"
-        self.models = {k: m.to(self.device) for k, m in build_models(cfg.model, vae).items()}
-        self.optimizers = build_optimizers(cfg, self.models)
-        # plain/DDP/accelerate/DeepSpeed: wrapped models and optimisers come back from it
-        self.engine = build_engine(cfg, self.models, self.optimizers, self.device)
-        self.models, self.optimizers = self.engine.modules, self.engine.optimizers
-        self.controller = build_controller(cfg)
-        self.lr = LrHalving(cfg.optim, self.optimizers)
-        self.step = 0
-        self.stats = StatsWriter(self.run_dir, dist.is_main())
-        self.z_fixed = fixed_latent(cfg, self.device)
-
-    # --- state -------------------------------------------------------------------------
-    def _scaler(self):
-        """The fp16 GradScaler where the engine has one (its scale is training state)."""
-        return getattr(self.engine, "scaler", None)
+    def __init__(self, global_batch: int, world: int, engine: str):
+        self.step, self.global_batch, self.world, self.engine = 0, global_batch, world, engine
 
     def state_dict(self) -> dict:
-        return {
-            "models": {k: ckpt.unwrap(m).state_dict() for k, m in self.models.items()},
-            # DeepSpeed saves its (ZeRO-partitioned) optimisers itself: engine.save_shards
-            "optimizers": ({} if self.engine.owns_optimizer_state else
-                           {k: o.state_dict() for k, o in self.optimizers.items()}),
-            "controller": self.controller.state_dict(),
-            "lr": self.lr.state_dict(),
-            "step": self.step,
-            "nimg": self.step * self.global_batch,
-            "world_size": self.world,
-            "config": to_dict(self.cfg),
-            **({"scaler": self.engine.scaler.state_dict()} if self._scaler() else {}),
-        }
+        return {"step": self.step, "nimg": self.step * self.global_batch,
+                "world_size": self.world, "engine": self.engine}
 
     def load_state_dict(self, state: dict) -> None:
-        for k, m in self.models.items():
-            ckpt.unwrap(m).load_state_dict(state["models"][k])
-        if not self.engine.owns_optimizer_state:
-            if not state["optimizers"]:
-                raise ckpt.CheckpointError("this checkpoint's optimisers are in DeepSpeed's "
-                                           "files: resume it with train.engine=deepspeed")
-            for k, o in self.optimizers.items():
-                o.load_state_dict(state["optimizers"][k])
-        self.controller.load_state_dict(state["controller"])
-        self.lr.load_state_dict(state["lr"])
-        if "scaler" in state and self._scaler() is not None:
-            self.engine.scaler.load_state_dict(state["scaler"])  # fp16 loss scaling, where used
         self.step = int(state["step"])
+
+
+class Trainer:
+    """Builds every part of a run; `registry()` names the parts a checkpoint holds."""
+
+    def __init__(self, cfg: Config):
+        self.cfg, t = cfg, cfg.train
+        self.env = dist.init(t.dist_timeout_s, t.device)
+        self.device = dist.device()
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        if t.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("train.precision=fp16 needs a CUDA device (use bf16 on CPU)")
+        self.world, self.rank = dist.world_size(), dist.rank()
+        self.global_batch = t.batch * t.accum * self.world
+        self.run_dir = Path(cfg.run_dir)
+        self.step_fn = build_step(cfg, self.device)
+        self.engine, self.controller = self.step_fn.engine, self.step_fn.controller
+        self.lr = LrHalving(cfg.optim, self.engine.optimizers)
+        self.counter = Counter(self.global_batch, self.world, t.engine)
+        self.source = build_source(cfg, self.world, self.rank, self.device)
+        self.stats = StatsWriter(self.run_dir, dist.is_main())
+        self.z_fixed = fixed_latent(cfg, self.device)
+        # called after every step with (step index, its StepStats): a hook for tests and tools
+        self.on_step: Callable[[int, StepStats], None] | None = None
+
+    @property
+    def models(self) -> dict[str, nn.Module]:
+        """The plain modules (no DDP or compile wrappers)."""
+        return self.engine.raw
+
+    @property
+    def step(self) -> int:
+        return self.counter.step
+
+    # --- state -------------------------------------------------------------------------
+    def registry(self) -> dict[str, Stateful]:
+        """Everything a checkpoint's state.pt holds, by name. The engine adds its own parts
+        (optimisers, the fp16 loss scaler; DeepSpeed keeps its optimisers in its shards)."""
+        return {"models": Group(self.engine.raw), "controller": self.controller,
+                "lr": self.lr, "progress": self.counter, "data": self.source,
+                **self.engine.state_parts()}
 
     def save(self) -> Path:
         check_ranks_agree(self.controller, self.models)  # identical k_t and weights, or error
+        state = {**state_of(self.registry()), "config": to_dict(self.cfg)}
         meta = {"config": dump_yaml(self.cfg), "step": str(self.step),
                 "nimg": str(self.step * self.global_batch)}
-        return ckpt.save(self.run_dir, self.step, self.state_dict(), weights_of(self.models),
-                         meta, self.cfg.train.keep, shards=self.engine.save_shards)
+        return ckpt.save(self.run_dir, self.step, state, weights_of(self.models), meta,
+                         self.cfg.train.keep, shards=self.engine.save_shards)
+
+    def save_if_new(self) -> None:
+        """Save unless the newest checkpoint already is this step's."""
+        if ckpt.latest(self.run_dir) != ckpt.step_dir(self.run_dir, self.step):
+            self.save()
 
     def resume(self, path: str | None = None) -> None:
         """Load `path`, or the newest complete checkpoint of the run folder. Structural
@@ -136,18 +151,26 @@ class Trainer:
                                        + "; ".join(mismatch))
         for change in ckpt.config_changes(state["config"], to_dict(self.cfg)):
             dist.print0(f"config change accepted on resume: {change}")
-        saved_world = int(state.get("world_size", self.world))
+        ckpt.upgrade(state)
+        saved_world = int(state["progress"]["world_size"])
         if saved_world != self.world:
             dist.print0(f"world size {saved_world} -> {self.world}: models, optimisers and "
                         "controller carry over; data order re-derived from (seed, step)")
-        self.load_state_dict(state)
+        try:
+            load_into(self.registry(), state)
+        except MissingPart as e:
+            saved = state["progress"].get("engine", "another engine")
+            raise ckpt.CheckpointError(f"checkpoint {target} holds no '{e.args[0]}' (saved by "
+                                       f"train.engine={saved}): resume it with "
+                                       f"train.engine={saved}") from None
         try:
             self.engine.load_shards(target)  # DeepSpeed: modules and ZeRO optimiser shards
         except FileNotFoundError as e:
             raise ckpt.CheckpointError(str(e)) from e
         if rng is not None:
             ckpt.set_rng_state(rng)
-        dist.print0(f"resumed from {target} (step {self.step}, k={self.controller.k:.6f})")
+        dist.print0(f"resumed from {target} (step {self.step}, "
+                    f"k={state['controller']['k']:.6f})")
 
     # --- the loop ----------------------------------------------------------------------
     def write_config(self) -> None:
@@ -158,8 +181,7 @@ class Trainer:
     @torch.no_grad()
     def sample_grid(self, real: torch.Tensor | None = None) -> Path | None:
         """The fixed-latent sample grid and, given real images, the Fig. 4 reconstructions."""
-        dec = ckpt.unwrap(self.models["decoder"])
-        x = dec(self.z_fixed)
+        x = self.models["decoder"](self.z_fixed)
         nimg = self.step * self.global_batch
         self.stats.image("samples/fixed_z", make_grid(x, self.cfg.train.grid), nimg)
         if real is not None and dist.is_main():
@@ -177,9 +199,6 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         self.write_config()
         self.resume(resume_from)
-        source = build_source(cfg, self.world, self.rank, self.device)
-        step_fn = TrainStep(self.models, self.optimizers, self.controller, cfg.loss,
-                            cfg.model.latent, t.seed, engine=self.engine)
         dist.print0(f"training {cfg.loss.variant} {cfg.model.resolution}px: "
                     f"{self.world} process(es) x batch {t.batch} x accum {t.accum} = "
                     f"{self.global_batch} images/step, steps {self.step}..{t.max_steps}")
@@ -187,33 +206,35 @@ class Trainer:
                        OfflineEval() if t.eval_every_kimg > 0 and dist.is_main() else None)
         guard = pre.PreemptGuard(self.run_dir, t.time_budget_s, self.device)
         with guard:
-            stopped = self._loop(step_fn, source, guard, watch)
+            stopped = self._loop(guard, watch)
         if stopped:
             self.stats.close()
             raise pre.Preempted(self.step, guard.reason)
         self.sample_grid(watch.batch)
-        if ckpt.latest(self.run_dir) != ckpt.step_dir(self.run_dir, self.step):
-            self.save()
+        self.save_if_new()
         self.stats.close()
         return watch.last
 
-    def _loop(self, step_fn: TrainStep, source, guard: pre.PreemptGuard, w: _Watch) -> bool:
+    def _loop(self, guard: pre.PreemptGuard, w: _Watch) -> bool:
         """Steps until max_steps (False) or an agreed stop request (True, checkpoint saved)."""
         t = self.cfg.train
         while self.step < t.max_steps:
-            batches = source.micro_batches(self.step)
+            batches = self.source.micro_batches(self.step)
             if t.channels_last:
                 batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
             w.batch = batches[0]
             if w.offline is not None:
                 w.offline.observe(w.batch)
-            stats = step_fn(batches, self.step)
-            self.step += 1
+            stats = self.step_fn(batches, self.step)
+            if self.on_step is not None:
+                self.on_step(self.step, stats)
+            self.counter.step += 1
             nimg = self.step * self.global_batch
             w.n_log += self.global_batch
-            self.lr.update(stats["M"], nimg)
+            if self.cfg.optim.lr_halving:  # reads M on the host: a sync, only when halving
+                self.lr.update(stats.host()["M"], nimg)
             if self.step % t.log_every == 0 or self.step == t.max_steps:
-                self._log(stats, nimg, w)
+                self._log(stats.host(), nimg, w)
             if self._crossed(t.image_every_kimg, nimg):
                 self.sample_grid(w.batch)
             if w.offline is not None and w.offline.ready and self._crossed(t.eval_every_kimg,
@@ -224,9 +245,9 @@ class Trainer:
                                                             for k, v in scores.items()))
             if self._crossed(t.ckpt_every_kimg, nimg):
                 self.save()
-            if self.step < t.max_steps and guard.should_stop():
-                if ckpt.latest(self.run_dir) != ckpt.step_dir(self.run_dir, self.step):
-                    self.save()
+            if (self.step < t.max_steps and self.step % t.stop_check_every == 0
+                    and guard.should_stop()):
+                self.save_if_new()
                 guard.mark_requeue(self.step)
                 dist.print0(f"stopping at step {self.step} ({guard.reason}): checkpoint "
                             f"written, exit {pre.REQUEUE_EXIT_CODE} = requeue me")

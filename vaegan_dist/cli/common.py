@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-import torch
-
+from .. import dist
 from ..config import ConfigError
 from ..features import ExtractorError
 from ..generate import SnapshotError
@@ -15,9 +14,8 @@ ERRORS = (SnapshotError, ExtractorError, ConfigError, FileNotFoundError, ValueEr
 
 
 def device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    """`auto` -> CUDA where there is one, else the CPU (dist.device_for, as a string)."""
+    return str(dist.device_for(name))
 
 
 def run(prog: str, fn: Callable[[], int]) -> int:

@@ -15,13 +15,12 @@ depends on; `load_state_dict` warns when they changed (the replay is then approx
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import torch
 
 from ..config import Config
-from . import to_float
+from . import SourceState, to_float
 
 
 def find_shards(path: str, split: str, size: int) -> list[tuple[str, int]]:
@@ -54,27 +53,17 @@ def find_beton(path: str, split: str, size: int) -> str:
     return str(b)
 
 
-class _Replayable:
+class _Replayable(SourceState):
     """Restart-and-skip bookkeeping shared by the streaming sources."""
 
-    def _setup(self, cfg: Config, world: int, device: torch.device, kind: str):
+    def _setup(self, cfg: Config, world: int, rank: int, device: torch.device):
         self.batch, self.accum, self.world = cfg.train.batch, cfg.train.accum, world
         self.seed, self.workers, self.device = cfg.train.seed, cfg.data.workers, device
-        self.kind, self._it, self._next_step = kind, None, -1
+        self.rank, self._it, self._next_step = rank, None, -1
 
-    def state_dict(self) -> dict:
-        return {"kind": self.kind, "next_step": self._next_step, "seed": self.seed,
-                "world": self.world, "workers": self.workers, "batch": self.batch,
-                "accum": self.accum}
-
-    def load_state_dict(self, state: dict) -> None:
-        mine = self.state_dict()
-        changed = [k for k in ("seed", "world", "workers", "batch", "accum")
-                   if state.get(k) != mine[k]]
-        if changed:
-            print(f"warning: data stream settings changed since the checkpoint ({changed}): "
-                  "the resumed data order is re-derived, not replayed", file=sys.stderr)
-        self._it, self._next_step = None, -1  # the next micro_batches() call re-derives
+    def settings(self) -> dict:
+        return {"seed": self.seed, "world": self.world, "workers": self.workers,
+                "batch": self.batch, "accum": self.accum}
 
     def micro_batches(self, step: int) -> list[torch.Tensor]:
         if self._it is None or step != self._next_step:
@@ -88,11 +77,13 @@ class _Replayable:
 class WdsSource(_Replayable):
     """An endless WebDataset stream (epoch after epoch) through a torch DataLoader."""
 
+    kind = "wds"
+
     def __init__(self, cfg: Config, world: int, rank: int, device: torch.device):
-        self._setup(cfg, world, device, "wds")
+        self._setup(cfg, world, rank, device)
         d = cfg.data
         self.shards = find_shards(d.path, d.split, cfg.model.resolution)
-        self.rank, self.buffer, self.resampled = rank, d.shuffle_buffer, d.resampled
+        self.buffer, self.resampled = d.shuffle_buffer, d.resampled
         nw = max(1, d.workers)
         if not self.resampled:
             if len(self.shards) < world:
@@ -112,8 +103,9 @@ class WdsSource(_Replayable):
 
         from .wds_stream import ShardStream
 
-        ds = ShardStream(self.shards, self.batch, self.seed, self.rank, self.world,
-                         self.buffer, None, self.resampled, skip_batches, drop_last=True)
+        ds = ShardStream(self.shards, self.batch, seed=self.seed, rank=self.rank,
+                         world=self.world, shuffle_buffer=self.buffer, epochs=None,
+                         resampled=self.resampled, skip_batches=skip_batches, drop_last=True)
         nw = self.loader_workers
         dl = DataLoader(ds, batch_size=None, num_workers=nw, persistent_workers=False,
                         prefetch_factor=4 if nw else None)
@@ -129,10 +121,12 @@ class WdsSource(_Replayable):
 class FfcvSource(_Replayable):
     """FFCV's Loader over a .beton (random order seeded by train.seed, per epoch)."""
 
+    kind = "ffcv"
+
     def __init__(self, cfg: Config, world: int, rank: int, device: torch.device):
         from .ffcv_loader import make_loader
 
-        self._setup(cfg, world, device, "ffcv")
+        self._setup(cfg, world, rank, device)
         path = find_beton(cfg.data.path, cfg.data.split, cfg.model.resolution)
         self.loader = make_loader(path, self.batch, max(1, self.workers), self.seed,
                                   distributed=world > 1)
@@ -161,8 +155,5 @@ class FfcvSource(_Replayable):
 
 def build_streaming_source(cfg: Config, world: int, rank: int, device: torch.device):
     """The source for data.source = wds | ffcv."""
-    if cfg.data.source == "wds":
-        return WdsSource(cfg, world, rank, device)
-    if cfg.data.source == "ffcv":
-        return FfcvSource(cfg, world, rank, device)
-    raise ValueError(f"unknown streaming source '{cfg.data.source}'")
+    cls = WdsSource if cfg.data.source == "wds" else FfcvSource  # validated by config.py
+    return cls(cfg, world, rank, device)

@@ -1,0 +1,103 @@
+"""The loss variants of the paper's Table 1, one record each: whether it has a VAE, which
+terms it computes, its phases, its controller and its loss equations (including its
+learned-similarity term L_s). Everything else (config validation, model building, the step,
+the controller, logging) reads these records, so an ablation is one entry in VARIANTS.
+
+Controller vocabulary. k_t follows a velocity-form PID (SPEC, Eqs. 10-12):
+k_t = k_{t-1} + l1 e_t + l2 (e_t - e_{t-1}) + l3 (e_t - 2 e_{t-1} + e_{t-2}); in that form
+l1 multiplies e_t itself and acts as the integral gain (k accumulates e), l2 the
+proportional and l3 the derivative gain. BEGAN's update k += lambda_k e_t (which BEGAN calls
+proportional control) is the integral term alone: l2 = l3 = 0."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from .losses import kl_normal, l1
+
+if TYPE_CHECKING:
+    from .config import LossConfig
+    from .step import Forward
+
+# every loss term a variant may log, in the order of the step's statistics vector
+TERMS = ("L_d", "L_g", "L_v", "L_e", "L_n", "L_s", "L_dis", "L_gen", "L_enc")
+
+Losses = Callable[["Forward", "LossConfig", torch.Tensor | float], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    vae: bool  # an encoder q(z|x) feeds the decoder: x_v, L_v, L_e, L_n exist
+    terms: tuple[str, ...]  # the terms `losses` returns; the others are logged as null
+    pid: bool  # the full PID (l1, l2, l3); False: BEGAN's integral-only k += l1 e_t
+    losses: Losses  # the variant's equations, from one shared forward
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return ("encoder", "decoder", "disc") if self.vae else ("decoder", "disc")
+
+    @property
+    def phases(self) -> tuple[tuple[str, str], ...]:
+        """(module, its loss) in Algorithm 1's order: encoder, generator, discriminator."""
+        return ((("encoder", "L_enc"),) if self.vae else ()) + (("decoder", "L_gen"),
+                                                                ("disc", "L_dis"))
+
+    def gains(self, l1: float, l2: float, l3: float) -> tuple[float, float, float]:
+        return (l1, l2, l3) if self.pid else (l1, 0.0, 0.0)
+
+
+def _energies(f: Forward) -> dict[str, torch.Tensor]:
+    """Eq. 7: the auto-encoder energies of real and prior-sampled images (every variant)."""
+    return {"L_d": l1(f.x, f.rec_d),
+            "L_g": l1(f.x_g, f.rec_g)}  # SPEC: x_g, not the printed x
+
+
+def _vae_began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
+    """The full model: Eqs. 2, 3, 7, 9, 13-15."""
+    a, b, c = cfg.alpha, cfg.beta, cfg.gamma
+    t = _energies(f)
+    t["L_v"] = l1(f.x_v, f.rec_v)  # Eq. 7
+    t["L_e"] = l1(f.x, f.x_v)  # Eq. 2
+    t["L_n"] = kl_normal(f.mu, f.logvar, cfg.kl_reduction)  # Eq. 3
+    t["L_s"] = l1(f.z_d, f.z_v_d)  # Eq. 9: D's latents of x and of its reconstruction x_v
+    adv = t["L_g"] + a * t["L_v"]
+    t["L_dis"] = t["L_d"] - k * adv  # Eq. 13
+    t["L_gen"] = adv + b * t["L_s"] + c * t["L_e"]  # Eq. 14
+    t["L_enc"] = t["L_n"] + b * t["L_s"] + c * t["L_e"]  # Eq. 15
+    return t
+
+
+def _began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
+    """No VAE: L_s compares D's latents of the real batch and the generated batch."""
+    t = _energies(f)
+    t["L_s"] = l1(f.z_d, f.z_g_d)
+    t["L_dis"] = t["L_d"] - k * t["L_g"]
+    t["L_gen"] = t["L_g"] + cfg.beta * t["L_s"]
+    return t
+
+
+def _began(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
+    """BEGAN (Berthelot et al. 2017): L_D = L_d - k L_g, L_G = L_g."""
+    t = _energies(f)
+    t["L_dis"] = t["L_d"] - k * t["L_g"]
+    t["L_gen"] = t["L_g"]
+    return t
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("began", vae=False, terms=("L_d", "L_g", "L_dis", "L_gen"), pid=False,
+            losses=_began),
+    Variant("began_star_lsm", vae=False, terms=("L_d", "L_g", "L_s", "L_dis", "L_gen"),
+            pid=True, losses=_began_star_lsm),
+    Variant("vae_began_star_lsm", vae=True, terms=TERMS, pid=True,
+            losses=_vae_began_star_lsm),
+)}
+
+
+def get(name: str) -> Variant:
+    return VARIANTS[name]
