@@ -42,8 +42,7 @@ def test_incomplete_checkpoint_skipped_and_reported(tmp_path, capsys):
     (half / "state.pt").write_bytes(b"truncated")
     (tmp_path / "checkpoints" / ".tmp-step-000000008").mkdir()
     assert ckpt.latest(tmp_path) == ckpt.step_dir(tmp_path, 3)
-    target, skipped = ckpt.find_resume_target(tmp_path, None)
-    assert target == ckpt.step_dir(tmp_path, 3)
+    skipped = ckpt.incomplete_checkpoints(tmp_path)
     assert {p.name for p in skipped} == {"step-000000007", ".tmp-step-000000008"}
     with pytest.raises(ckpt.CheckpointError, match="not a complete checkpoint"):
         ckpt.load(half)

@@ -8,11 +8,15 @@ final name is always whole. Only rank 0 writes shared files."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
+import re
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,8 @@ from torch import nn
 from . import dist
 
 MARKER = "COMPLETE"
+CHECKSUMS = "checksums.json"  # SHA-256 of every file, written before the marker
+STEP_NAME = re.compile(r"step-\d{9}")
 # Fault injection for tests only: seconds to sleep in the middle of a write (after the
 # state, before the marker), so a test can kill the writer while a checkpoint is half done.
 DELAY_ENV = "VAEGAN_CKPT_TEST_DELAY_S"
@@ -82,45 +88,121 @@ def step_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"step-{step:09d}"
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (full disk, I/O error); raised on every rank after
+    the partial folder is removed. Nothing complete was touched."""
+
+
+SAVE_FAILED_EXIT_CODE = 74  # EX_IOERR
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _reason(e: BaseException, root: Path) -> str:
+    """One line for a failed write, with the free space of the filesystem (a full disk
+    shows up as odd errors from torch.save's zip writer)."""
+    msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+    try:
+        free = shutil.disk_usage(root).free / 2**20
+        msg += f"; {free:.1f} MiB free on that filesystem"
+    except OSError:
+        pass
+    return msg
+
+
+def _agree(err: str) -> str:
+    """Collective: the first rank's error of this phase, or '' when every rank succeeded."""
+    return next((e for e in dist.all_gather_object(err) if e), "")
+
+
 def save(run_dir: Path, step: int, state: dict, weights: dict[str, torch.Tensor],
-         meta: dict[str, str], keep: int,
-         shards: Callable[[Path], None] | None = None) -> Path:
+         meta: dict[str, str], keep: int, shards: Callable[[Path], None] | None = None,
+         checksums: bool = True) -> Path:
     """Collective: every rank calls it. `shards(folder)`, called on every rank, writes
-    engine-owned files (DeepSpeed) into the temporary folder. Returns the final folder."""
+    engine-owned files (DeepSpeed) into the temporary folder. Returns the final folder.
+    A failed write (any rank, any file) removes the temporary folder and raises
+    CheckpointWriteError on every rank; complete checkpoints are never touched."""
     root = Path(run_dir) / "checkpoints"
     final = step_dir(run_dir, step)
     tmp = root / f".tmp-step-{step:09d}"
-    if dist.is_main():
-        root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-    dist.barrier()
-    if not final.exists():
-        _save(rng_state(), tmp / f"rng-rank{dist.rank()}.pt")
-        if shards is not None:
-            shards(tmp)
-    dist.barrier()
-    if dist.is_main() and not final.exists():
-        from safetensors.torch import save_file
+    previous = latest(run_dir)
 
-        _save(state, tmp / "state.pt")
-        if os.environ.get(DELAY_ENV):
-            time.sleep(float(os.environ[DELAY_ENV]))
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
-                  str(tmp / "weights.safetensors"), metadata=meta)
-        with open(tmp / MARKER, "w") as f:
-            f.write(f"{step}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        tmp.rename(final)
-        _fsync_dir(root)
-        prune(root, keep)
+    def failed(err: str) -> CheckpointWriteError:
+        if dist.is_main():
+            shutil.rmtree(tmp, ignore_errors=True)
+        dist.barrier()
+        intact = (f"the previous checkpoint {previous} is intact" if previous else
+                  "there is no earlier checkpoint")
+        return CheckpointWriteError(f"could not write checkpoint {final} ({err}); {intact}; "
+                                    "the partial folder was removed")
+
+    err = ""
+    if dist.is_main():
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+        except OSError as e:
+            err = _reason(e, root)
+    if err := _agree(err):
+        raise failed(err)
+    exists = final.exists()
+    if not exists:
+        try:  # every rank: its own files
+            _save(rng_state(), tmp / f"rng-rank{dist.rank()}.pt")
+        except (OSError, RuntimeError) as e:
+            err = _reason(e, root)
+        if shards is not None and not _agree(err):
+            shards(tmp)  # collective inside DeepSpeed: all ranks or none
+    if err := _agree(err):
+        raise failed(err)
+    if dist.is_main() and not exists:
+        try:
+            _write_shared(tmp, final, root, step, state, weights, meta, checksums)
+        except (OSError, RuntimeError) as e:
+            err = _reason(e, root)
+        else:
+            prune(root, keep)
     elif dist.is_main() and tmp.exists():
         shutil.rmtree(tmp)
+    if err := _agree(err):
+        raise failed(err)
     dist.barrier()
     return final
+
+
+def _write_shared(tmp: Path, final: Path, root: Path, step: int, state: dict,
+                  weights: dict[str, torch.Tensor], meta: dict[str, str],
+                  checksums: bool) -> None:
+    """Rank 0: the shared files, the checksums, the marker last, then the rename."""
+    from safetensors.torch import save_file
+
+    _save(state, tmp / "state.pt")
+    if os.environ.get(DELAY_ENV):
+        time.sleep(float(os.environ[DELAY_ENV]))
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
+              str(tmp / "weights.safetensors"), metadata=meta)
+    if checksums:
+        sums = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*"))
+                if p.is_file()}
+        with open(tmp / CHECKSUMS, "w") as f:
+            json.dump(sums, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+    with open(tmp / MARKER, "w") as f:
+        f.write(f"{step}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(tmp)
+    tmp.rename(final)
+    _fsync_dir(root)
 
 
 def prune(root: Path, keep: int) -> None:
@@ -132,12 +214,16 @@ def prune(root: Path, keep: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def _is_step_dir(p: Path) -> bool:
+    return p.is_dir() and STEP_NAME.fullmatch(p.name) is not None
+
+
 def complete_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoint folders, oldest first."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob("step-*") if (p / MARKER).exists())
+    return sorted(p for p in root.iterdir() if _is_step_dir(p) and (p / MARKER).exists())
 
 
 def incomplete_checkpoints(run_dir: Path) -> list[Path]:
@@ -145,7 +231,21 @@ def incomplete_checkpoints(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir()
-                  if p.name.startswith(".tmp-") or not (p / MARKER).exists())
+                  if p.name.startswith(".tmp-") or (_is_step_dir(p) and not (p / MARKER).exists()))
+
+
+def set_aside(path: Path) -> Path:
+    """Collective: rename an unreadable checkpoint out of the way (kept for inspection, no
+    longer loaded, counted or overwritten by a later save of the same step)."""
+    aside = path.with_name(path.name + ".unreadable")
+    if dist.is_main() and path.exists():
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = path.with_name(f"{path.name}.unreadable{n}")
+        path.rename(aside)
+    dist.barrier()
+    return aside
 
 
 def latest(run_dir: Path) -> Path | None:
@@ -153,18 +253,83 @@ def latest(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load(path: Path, map_location: str | torch.device = "cpu") -> tuple[dict, dict | None]:
-    """(shared state, this rank's RNG state or None) with `weights_only=True`."""
+def verify_checksums(path: Path, names: list[str] | None = None) -> list[str]:
+    """Files of a checkpoint whose SHA-256 differs from the one recorded at save time
+    (all recorded files, or `names`); [] when they match or none were recorded."""
+    path = Path(path)
+    try:
+        recorded = json.loads((path / CHECKSUMS).read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError):
+        return [CHECKSUMS]
+    bad = []
+    for name in names if names is not None else list(recorded):
+        f = path / name
+        if name in recorded and (not f.is_file() or _sha256(f) != recorded[name]):
+            bad.append(name)
+    return bad
+
+
+def load(path: Path, map_location: str | torch.device = "cpu",
+         verify: bool = True) -> tuple[dict, dict | None]:
+    """(shared state, this rank's RNG state or None) with `weights_only=True`; with
+    `verify`, the files read are first checked against the checksums recorded at save."""
     path = Path(path)
     if not (path / MARKER).exists():
         raise CheckpointError(f"{path} is not a complete checkpoint (no {MARKER} marker)")
+    rng_name = f"rng-rank{dist.rank()}.pt"
+    if verify:
+        bad = verify_checksums(path, ["state.pt", rng_name])
+        if bad:
+            raise CheckpointError(f"{path}: checksum mismatch in {', '.join(bad)} "
+                                  "(the file changed after it was written)")
     try:
         state = torch.load(path / "state.pt", map_location=map_location, weights_only=True)
+        rng_file = path / rng_name
+        rng = torch.load(rng_file, weights_only=True) if rng_file.exists() else None
     except Exception as e:  # noqa: BLE001 - any unreadable file is one clear error
-        raise CheckpointError(f"cannot read {path / 'state.pt'}: {e}") from e
-    rng_file = path / f"rng-rank{dist.rank()}.pt"
-    rng = torch.load(rng_file, weights_only=True) if rng_file.exists() else None
+        raise CheckpointError(f"cannot read {path}: {str(e).splitlines()[0]}") from e
     return state, rng
+
+
+@dataclass
+class Report:
+    """What `vaegan-ckpt verify` says of one checkpoint folder."""
+
+    path: Path
+    complete: bool
+    ok: bool
+    detail: str
+
+
+def verify(path: Path) -> Report:
+    """Complete? checksums? state readable and finite? (one folder, read-only)"""
+    from .guard import nonfinite_paths
+
+    if not (path / MARKER).exists():
+        return Report(path, False, False, f"incomplete (no {MARKER} marker): ignored")
+    bad = verify_checksums(path)
+    if bad:
+        return Report(path, True, False, f"checksum mismatch: {', '.join(bad)}")
+    sums = "checksums ok" if (path / CHECKSUMS).exists() else "no checksums recorded"
+    try:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - reported, not raised
+        return Report(path, True, False, f"state.pt unreadable: {str(e).splitlines()[0]}")
+    nonfinite = nonfinite_paths({k: state.get(k) for k in ("models", "optimizers",
+                                                             "controller")})
+    if nonfinite:
+        return Report(path, True, False, f"non-finite values in {', '.join(nonfinite[:3])}")
+    step = state.get("progress", state).get("step")
+    return Report(path, True, True, f"step {step}, {sums}, readable, finite")
+
+
+def verify_all(run_dir: Path) -> list[Report]:
+    """A report per checkpoint folder of a run (set-aside ones included), oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    return [verify(p) for p in sorted(root.iterdir())
+            if p.is_dir() and p.name.startswith("step-")]
 
 
 def upgrade(state: dict) -> None:
@@ -175,6 +340,7 @@ def upgrade(state: dict) -> None:
                              "world_size": state.pop("world_size", 1),
                              "engine": "ddp" if state.get("optimizers") else "deepspeed"}
     state.setdefault("data", None)  # no record of the data settings: nothing to compare
+    state.setdefault("guard", None)  # no guard counters saved: start them at zero
 
 
 def check_compatible(saved_cfg: dict, cfg: dict) -> list[str]:
@@ -198,14 +364,3 @@ def config_changes(saved_cfg: dict, cfg: dict, prefix: str = "") -> list[str]:
         elif a != b and not (isinstance(a, (list, tuple)) and list(a) == list(b or [])):
             out.append(f"{prefix}{k}: {a} -> {b}")
     return out
-
-
-def find_resume_target(run_dir: Path, path: str | None) -> tuple[Path | None, list[Path]]:
-    """(checkpoint to load or None, incomplete folders that were skipped)."""
-    skipped = incomplete_checkpoints(run_dir)
-    if path:
-        target = Path(path)
-        if not target.is_dir():
-            raise CheckpointError(f"checkpoint {target} does not exist")
-        return target, skipped
-    return latest(run_dir), skipped

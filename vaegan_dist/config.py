@@ -64,7 +64,9 @@ class OptimConfig:
     lr_patience_kimg: float = 100.0  # images (thousands) without a new best M before halving
     lr_floor: float = 1e-6
     foreach: bool = True  # multi-tensor Adam (ignored when fused)
-    fused: bool = False  # fused Adam kernels
+    # fused Adam kernels: on CUDA the fast path, and everywhere the one Adam that skips a
+    # step on the device (the divergence guard needs no host read with it)
+    fused: bool = True
 
 
 @dataclass
@@ -89,6 +91,7 @@ class TrainConfig:
     image_every_kimg: float = 10.0  # sample grid / TensorBoard images interval
     ckpt_every_kimg: float = 50.0  # checkpoint interval in thousands of images
     keep: int = 3  # newest complete checkpoints kept
+    checksums: bool = True  # SHA-256 of every checkpoint file, verified when loading
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 | fp16
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
@@ -106,6 +109,16 @@ class TrainConfig:
 
 
 @dataclass
+class GuardConfig:
+    """The divergence guard (guard.py): bad steps are skipped, then rolled back."""
+
+    enabled: bool = True  # skip every update of a step whose losses or gradients are not finite
+    rollback_after: int = 20  # bad steps in a row before rolling back to the last checkpoint
+    lr_scale: float = 0.5  # the learning rate is multiplied by this at each rollback (1: keep)
+    max_rollbacks: int = 3  # then the run stops with exit code 65 (no requeue restarts it)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -113,6 +126,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     run_dir: str = "runs/default"
     preset: str = ""
 
@@ -259,9 +273,14 @@ def validate(cfg: Config) -> None:
                    ("train.batch", t.batch), ("train.accum", t.accum),
                    ("train.log_every", t.log_every), ("train.keep", t.keep),
                    ("train.stop_check_every", t.stop_check_every),
+                   ("guard.rollback_after", cfg.guard.rollback_after),
                    ("train.grid", t.grid)):
         if v < 1:
             raise ConfigError(f"{key} must be >= 1, got {v}")
+    if not 0 < cfg.guard.lr_scale <= 1:
+        raise ConfigError(f"guard.lr_scale must be in (0, 1], got {cfg.guard.lr_scale}")
+    if cfg.guard.max_rollbacks < 0:
+        raise ConfigError(f"guard.max_rollbacks must be >= 0, got {cfg.guard.max_rollbacks}")
     if t.max_steps < 0:
         raise ConfigError(f"train.max_steps must be >= 0, got {t.max_steps}")
     _choice("loss.variant", cfg.loss.variant, tuple(VARIANTS))

@@ -8,7 +8,10 @@ the tests and the benchmarks all get theirs from `build_engine`.
     autocast()         the forward's mixed-precision context
     sync(last)         context for one micro-batch: skip the gradient all-reduce unless last
     backward(name, loss, retain_graph)   gradient of `loss` into module `name` only
-    after_micro(last)  optimiser steps (every engine steps once per optimiser step)
+    after_micro(last)  after each micro-batch's backward (DeepSpeed steps its engines here)
+    step(ok)           the optimiser steps; `ok` False (a device bool) skips every update
+    can_skip           whether `step` can skip (the divergence guard rolls back otherwise)
+    checks_grads       whether the guard checks gradients (not under a loss scaler: it does)
     zero_grad()
     state_parts()      the engine's entries of the checkpoint registry (optimisers, scaler)
     save_shards(dir) / load_shards(dir)   engine-owned files inside a checkpoint folder
@@ -48,10 +51,23 @@ def _own_params(m: nn.Module) -> list[torch.Tensor]:
     return [p for p in m.parameters() if p.requires_grad]
 
 
+def _inner(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The torch optimiser behind accelerate's wrapper."""
+    return getattr(opt, "optimizer", opt)
+
+
+def _skips_on_device(opt: torch.optim.Optimizer) -> bool:
+    """Fused optimisers skip an update on the device when `found_inf` is set (the
+    protocol of torch's GradScaler); the others need the decision on the host."""
+    return bool(_inner(opt).defaults.get("fused"))
+
+
 class Engine:
     """The interface, with the plain-autograd behaviour the local engine uses."""
 
     kind = "engine"
+    can_skip = True
+    checks_grads = True
 
     def __init__(self, raw: dict[str, nn.Module], modules: dict[str, nn.Module],
                  optimizers: dict[str, torch.optim.Optimizer], autocast: Callable):
@@ -70,9 +86,27 @@ class Engine:
             opt.zero_grad(set_to_none=True)
 
     def after_micro(self, last: bool) -> None:
-        if last:
-            for opt in self.optimizers.values():
+        """Nothing: the optimisers step once per optimiser step, in `step`."""
+
+    def step(self, ok: torch.Tensor | None = None) -> None:
+        """Every optimiser's step; with `ok` False, none moves. Fused optimisers decide on
+        the device (no host read); with others, `ok` is read on the host."""
+        bad = None
+        if ok is not None:
+            if not all(_skips_on_device(o) for o in self.optimizers.values()):
+                if not bool(ok):  # a host read: only for optimisers that cannot skip
+                    return
+            else:
+                bad = (~ok).float()
+        for opt in self.optimizers.values():
+            inner = _inner(opt)
+            if bad is not None:
+                inner.found_inf = bad
+            try:
                 opt.step()
+            finally:
+                if bad is not None:
+                    del inner.found_inf
 
     def state_parts(self) -> dict[str, Stateful]:
         return {"optimizers": Group(self.optimizers)}
@@ -101,6 +135,7 @@ class LocalEngine(Engine):
         # checks its own grads for inf in scaler.step (a skip stays local), and one scale
         # keeps the three updates on the same footing (PyTorch's multi-optimiser recipe).
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        self.checks_grads = self.scaler is None  # the scaler owns (scaled) gradient overflow
 
     def sync(self, last: bool) -> contextlib.AbstractContextManager:
         stack = contextlib.ExitStack()
@@ -115,13 +150,19 @@ class LocalEngine(Engine):
             loss = self.scaler.scale(loss)
         super().backward(name, loss, retain_graph)
 
-    def after_micro(self, last: bool) -> None:
+    def step(self, ok: torch.Tensor | None = None) -> None:
         if self.scaler is None:
-            return super().after_micro(last)
-        if last:
+            return super().step(ok)
+        if ok is not None:  # the guard's verdict joins the scaler's own inf check
+            bad = (~ok).float()
             for opt in self.optimizers.values():
-                self.scaler.step(opt)
-            self.scaler.update()
+                self.scaler.unscale_(opt)
+                for found in self.scaler._per_optimizer_states[id(opt)][
+                        "found_inf_per_device"].values():
+                    torch.maximum(found, bad.to(found.device), out=found)
+        for opt in self.optimizers.values():
+            self.scaler.step(opt)
+        self.scaler.update()
 
     def state_parts(self) -> dict[str, Stateful]:
         parts = super().state_parts()
@@ -150,6 +191,15 @@ class AccelerateEngine(Engine):
         out = self.acc.prepare(*models.values(), *(optimizers[k] for k in names))
         super().__init__(models, dict(zip(names, out[:len(names)], strict=True)),
                          dict(zip(names, out[len(names):], strict=True)), self.acc.autocast)
+        # under fp16 accelerate's own scaler sets found_inf: the guard reads `ok` on the host
+        self.checks_grads = self.acc.scaler is None
+
+    def step(self, ok: torch.Tensor | None = None) -> None:
+        if ok is not None and self.acc.scaler is not None:
+            if not bool(ok):
+                return
+            ok = None
+        super().step(ok)
 
     def sync(self, last: bool) -> contextlib.AbstractContextManager:
         stack = contextlib.ExitStack()
@@ -198,6 +248,7 @@ class DeepSpeedEngine(Engine):
     partitions, one shard per rank): saved by `save_shards`, not in state.pt."""
 
     kind = "deepspeed"
+    can_skip = False  # its optimisers step inside engine.step: the guard rolls back instead
 
     def __init__(self, models: dict[str, nn.Module], optimizers: dict, precision: str,
                  device: torch.device, ds_config: dict):
@@ -233,6 +284,9 @@ class DeepSpeedEngine(Engine):
     def after_micro(self, last: bool) -> None:
         for eng in self.engines.values():
             eng.step()
+
+    def step(self, ok: torch.Tensor | None = None) -> None:
+        pass  # done in after_micro, at DeepSpeed's accumulation boundary
 
     def state_parts(self) -> dict[str, Stateful]:
         return {}  # the optimisers travel in DeepSpeed's own files (save_shards)

@@ -83,12 +83,19 @@ class PreemptGuard:
 
     def should_stop(self) -> bool:
         """Collective: True on every rank when any rank wants to stop."""
+        return self.poll()[0]
+
+    def poll(self, also: torch.Tensor | None = None) -> tuple[bool, list[float]]:
+        """Collective: (any rank wants to stop, the values of `also`), in one host read;
+        `also` holds rank-agreed device values read along (the guard's counters)."""
         mine = self.local_request()
         flag = dist.all_reduce_max(torch.tensor([1.0 if mine else 0.0], device=self.device))
-        stop = bool(flag.item() > 0)
-        if stop:
+        if also is not None:
+            flag = torch.cat([flag.to(also.dtype), also.reshape(-1)])
+        stop, *values = flag.tolist()
+        if stop > 0:
             self.reason = mine or "another rank's request"
-        return stop
+        return stop > 0, values
 
     def mark_requeue(self, step: int) -> None:
         if dist.is_main():

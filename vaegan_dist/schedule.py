@@ -28,6 +28,12 @@ class LrHalving:
             self._apply()
         return self.lr
 
+    def set(self, lr: float) -> None:
+        """A new learning rate for every optimiser (the divergence guard's rollback); kept
+        in this schedule's state, so checkpoints and resumes carry it."""
+        self.lr = lr
+        self._apply()
+
     def _apply(self) -> None:
         for opt in self.optimizers.values():
             for g in opt.param_groups:

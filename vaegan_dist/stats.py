@@ -1,5 +1,6 @@
-"""Run statistics: `stats.jsonl` (one JSON object per logged step, floats at full precision)
-and TensorBoard scalars/images under RUN/tb/, written by rank 0 only."""
+"""Run statistics: `stats.jsonl` (one strict-JSON object per logged step, floats at full
+precision, non-finite values as the strings "NaN"/"Infinity"/"-Infinity") and TensorBoard
+scalars/images under RUN/tb/, written by rank 0 only."""
 
 from __future__ import annotations
 
@@ -15,8 +16,20 @@ SCALAR_GROUPS = {
     "L_": "loss", "k": "controller", "k_prev": "controller", "M": "controller",
     "active_units": "vae", "lr": "progress", "img_per_s": "progress",
     "sec_per_kimg": "progress", "peak_rss_gib": "memory", "cuda_max_alloc_gib": "memory",
-    "fd_digits": "eval", "kid_digits": "eval",
+    "fd_digits": "eval", "kid_digits": "eval", "e": "controller",
+    "skipped_steps": "guard", "skipped": "guard", "rollback": "guard",
 }
+
+
+NONFINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def json_value(v):
+    """Strict JSON: a non-finite float is written as the string "NaN", "Infinity" or
+    "-Infinity" (Python's float() reads them back), never as a bare NaN token."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return NONFINITE[repr(v)]
+    return v
 
 
 def tag_for(key: str) -> str:
@@ -48,7 +61,8 @@ class StatsWriter:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps({k: json_value(v) for k, v in record.items()},
+                               allow_nan=False) + "\n")
         if self.tb is not None:
             for k, v in record.items():
                 if k in ("step", "nimg") or not isinstance(v, (int, float)):

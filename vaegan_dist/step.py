@@ -27,6 +27,7 @@ from . import dist
 from .config import LossConfig
 from .controller import PIDController
 from .engine import Engine
+from .guard import GuardState, grads_finite
 from .losses import active_units, convergence
 from .models import reparameterize
 from .variants import TERMS, Variant
@@ -80,7 +81,8 @@ def shared_forward(models: dict[str, nn.Module], x: torch.Tensor, eps: torch.Ten
 
 
 # the layout of the statistics vector: the global-batch means of TERMS, then these
-EXTRA = ("active_units", "e")
+# (bad_ranks: the share of ranks whose gradients were not finite)
+EXTRA = ("active_units", "bad_ranks", "e")
 
 
 @dataclass
@@ -92,17 +94,23 @@ class StepStats:
     k: torch.Tensor
     variant: Variant
     cfg: LossConfig
+    ok: torch.Tensor | None = None  # the guard's verdict (None: no guard)
+    skipped: torch.Tensor | None = None  # the guard's count of skipped steps so far
 
     def host(self) -> dict[str, float | None]:
         """The statistics as Python floats (one device-to-host copy): the variant's unused
         terms are None; M is the convergence measure."""
-        vals = torch.cat([self.values, torch.stack([self.k_prev, self.k])]).tolist()
+        guard = ([] if self.ok is None else
+                 [self.skipped.to(self.k.dtype), (~self.ok).to(self.k.dtype)])
+        vals = torch.cat([self.values, torch.stack([self.k_prev, self.k, *guard])]).tolist()
         n = len(TERMS)
         out: dict[str, float | None] = {
             name: (vals[j] if name in self.variant.terms else None)
             for j, name in enumerate(TERMS)}
-        out["k_prev"], out["k"] = vals[-2], vals[-1]
-        out["e"] = vals[n + 1]
+        out["k_prev"], out["k"] = vals[n + 3], vals[n + 4]
+        out["e"] = vals[n + 2]
+        if guard:
+            out["skipped_steps"], out["skipped"] = int(vals[n + 5]), bool(vals[n + 6])
         out["M"] = convergence(vals[0], vals[1], vals[2], self.cfg.eta, self.cfg.alpha)
         if self.variant.vae:
             out["active_units"] = vals[n]
@@ -114,10 +122,13 @@ class TrainStep:
     (backward, gradient sync and optimiser steps; see engine.py)."""
 
     def __init__(self, engine: Engine, controller: PIDController, variant: Variant,
-                 loss_cfg: LossConfig, latent: int, seed: int):
+                 loss_cfg: LossConfig, latent: int, seed: int, guard: GuardState | None = None):
         self.engine, self.controller, self.variant = engine, controller, variant
         self.cfg, self.latent, self.seed = loss_cfg, latent, seed
+        self.guard = guard  # the divergence guard's counters, or None: no guard
         self.phases = list(variant.phases)
+        # test-only fault injection (tests/test_guard.py): `fault(step, x)` may poison x
+        self.fault = None
 
     def __call__(self, micro_batches: list[torch.Tensor], step: int) -> StepStats:
         """One optimiser step over `micro_batches` (this rank's share of the global batch)."""
@@ -135,6 +146,8 @@ class TrainStep:
         zero = torch.zeros((), device=device)
         for m, x in enumerate(micro_batches):
             lo = (m * world + rank) * b  # this micro-batch's slice of the global batch
+            if self.fault is not None:
+                x = self.fault(step, x)
             eps = eps_all[lo:lo + b] if eps_all is not None else None
             with eng.sync(last=m == n_micro - 1):
                 with eng.autocast():
@@ -147,8 +160,17 @@ class TrainStep:
             sums += torch.stack([terms[t].detach() if t in terms else zero for t in TERMS]
                                 + [units]).double()
             eng.after_micro(last=m == n_micro - 1)
+        bad = zero
+        if self.guard is not None and eng.checks_grads:
+            params = [p for mod in eng.raw.values() for p in mod.parameters()]
+            bad = (~grads_finite(params)).float()
         # one fused all-reduce of every statistic: global-batch means on every rank
-        means = dist.all_reduce_mean(sums / n_micro)
-        k = ctrl.update(means[0], means[1], means[2])
+        means = dist.all_reduce_mean(torch.cat([sums / n_micro, bad.double().reshape(1)]))
+        ok = None
+        if self.guard is not None:  # decided from global values: the same on every rank
+            ok = torch.isfinite(means).all() & (means[-1] == 0)
+            self.guard.record(ok)
+        eng.step(ok)
+        k = ctrl.update(means[0], means[1], means[2], apply=ok)
         return StepStats(torch.cat([means, ctrl.e1.reshape(1)]), k_prev, k, self.variant,
-                         self.cfg)
+                         self.cfg, ok, None if self.guard is None else self.guard.skipped)

@@ -19,6 +19,7 @@ from .config import Config, ConfigError, dump_yaml, to_dict
 from .controller import PIDController
 from .data import build_source
 from .engine import build_engine, check_ranks_agree
+from .guard import Diverged, GuardState, fault_from_env, nonfinite_paths
 from .images import make_grid, save_grid
 from .models import build_models
 from .monitor import OfflineEval, Progress, cuda_max_alloc_gib, fig4_grids
@@ -52,8 +53,9 @@ def build_step(cfg: Config, device: torch.device) -> TrainStep:
     models = {k: m.to(device) for k, m in build_models(cfg.model, variant.vae).items()}
     # single process/DDP, accelerate or DeepSpeed: wrapped models and prepared optimisers
     engine = build_engine(cfg, models, build_optimizers(cfg, models), device)
+    guard = GuardState(device) if cfg.guard.enabled else None
     return TrainStep(engine, build_controller(cfg, variant, device), variant, cfg.loss,
-                     cfg.model.latent, cfg.train.seed)
+                     cfg.model.latent, cfg.train.seed, guard)
 
 
 def fixed_latent(cfg: Config, device: torch.device) -> torch.Tensor:
@@ -98,6 +100,10 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         self.step_fn = build_step(cfg, self.device)
         self.engine, self.controller = self.step_fn.engine, self.step_fn.controller
+        self.guard = self.step_fn.guard
+        self.step_fn.fault = fault_from_env()  # test-only: see guard.FAULT_ENV
+        # bad steps in a row before a rollback (at once where a bad step cannot be skipped)
+        self.rollback_after = cfg.guard.rollback_after if self.engine.can_skip else 1
         self.lr = LrHalving(cfg.optim, self.engine.optimizers)
         self.counter = Counter(self.global_batch, self.world, t.engine)
         self.source = build_source(cfg, self.world, self.rank, self.device)
@@ -121,15 +127,31 @@ class Trainer:
         (optimisers, the fp16 loss scaler; DeepSpeed keeps its optimisers in its shards)."""
         return {"models": Group(self.engine.raw), "controller": self.controller,
                 "lr": self.lr, "progress": self.counter, "data": self.source,
+                **({"guard": self.guard} if self.guard is not None else {}),
                 **self.engine.state_parts()}
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """A checkpoint of the registry, unless its state is not finite or the guard is
+        skipping steps (a rollback must land before the trouble): then the newest good
+        checkpoint stays the newest, and keep-k rotation cannot remove it."""
         check_ranks_agree(self.controller, self.models)  # identical k_t and weights, or error
         state = {**state_of(self.registry()), "config": to_dict(self.cfg)}
+        bad = nonfinite_paths({k: state[k] for k in ("models", "optimizers", "controller")
+                               if k in state})
+        streak = 0 if self.guard is None else int(self.guard.streak)
+        if bad or streak:  # the same verdict on every rank: their states were just checked
+            why = (f"non-finite values in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}"
+                   if bad else f"its last {streak} step(s) were skipped as non-finite")
+            newest = ckpt.latest(self.run_dir)
+            dist.print0(f"guard: not saving step {self.step}: {why}; "
+                        + (f"the newest checkpoint stays {newest}" if newest else
+                           "there is no checkpoint yet"))
+            return None
         meta = {"config": dump_yaml(self.cfg), "step": str(self.step),
                 "nimg": str(self.step * self.global_batch)}
         return ckpt.save(self.run_dir, self.step, state, weights_of(self.models), meta,
-                         self.cfg.train.keep, shards=self.engine.save_shards)
+                         self.cfg.train.keep, shards=self.engine.save_shards,
+                         checksums=self.cfg.train.checksums)
 
     def save_if_new(self) -> None:
         """Save unless the newest checkpoint already is this step's."""
@@ -137,14 +159,45 @@ class Trainer:
             self.save()
 
     def resume(self, path: str | None = None) -> None:
-        """Load `path`, or the newest complete checkpoint of the run folder. Structural
-        config changes are refused in one line; any other change is accepted and logged."""
-        target, skipped = ckpt.find_resume_target(self.run_dir, path)
-        for bad in skipped:
+        """Load `path`, or the newest complete checkpoint of the run folder that every rank
+        can read (an unreadable one is skipped with a warning naming it). Structural config
+        changes are refused in one line; any other change is accepted and logged."""
+        for bad in ckpt.incomplete_checkpoints(self.run_dir):
             dist.print0(f"ignoring incomplete checkpoint {bad}")
-        if target is None:
-            return
-        state, rng = ckpt.load(target, self.device)
+        target = self._restore(path)
+        if target is not None:
+            dist.print0(f"resumed from {target} (step {self.step}, "
+                        f"k={self.controller.state_dict()['k']:.6f})")
+
+    def _restore(self, path: str | None = None) -> Path | None:
+        """Load the checkpoint `path`, or else the newest complete one whose files every
+        rank reads and verifies; one that fails is set aside (renamed *.unreadable) with
+        a warning and the next older one is tried. Returns the loaded folder, or None."""
+        if path:
+            target = Path(path)
+            if not target.is_dir():
+                raise ckpt.CheckpointError(f"checkpoint {target} does not exist")
+            candidates = [target]
+        else:
+            candidates = ckpt.complete_checkpoints(self.run_dir)[::-1]
+        for target in candidates:
+            err, state, rng = "", None, None
+            try:
+                state, rng = ckpt.load(target, self.device, verify=self.cfg.train.checksums)
+            except ckpt.CheckpointError as e:
+                err = str(e)
+            errors = [e for e in dist.all_gather_object(err) if e]  # every rank agrees
+            if not errors:
+                self._load(target, state, rng)
+                return target
+            if path:
+                raise ckpt.CheckpointError(errors[0])
+            aside = ckpt.set_aside(target)
+            dist.print0(f"warning: skipping unreadable checkpoint {target} ({errors[0]}); "
+                        f"moved to {aside.name}, trying the previous one")
+        return None
+
+    def _load(self, target: Path, state: dict, rng: dict | None) -> None:
         mismatch = ckpt.check_compatible(state["config"], to_dict(self.cfg))
         if mismatch:
             raise ckpt.CheckpointError(f"checkpoint {target} is from another config: "
@@ -169,8 +222,28 @@ class Trainer:
             raise ckpt.CheckpointError(str(e)) from e
         if rng is not None:
             ckpt.set_rng_state(rng)
-        dist.print0(f"resumed from {target} (step {self.step}, "
-                    f"k={state['controller']['k']:.6f})")
+
+    def _rollback(self, streak: int) -> None:
+        """The guard's answer to `streak` bad steps in a row: back to the newest readable
+        checkpoint (its state is finite: a non-finite one is never saved), the learning rate
+        scaled by guard.lr_scale; past guard.max_rollbacks, stop (Diverged)."""
+        g, gc, at = self.guard, self.cfg.guard, self.step
+        if g.rollbacks >= gc.max_rollbacks:
+            raise Diverged(f"training diverged: {streak} non-finite steps in a row at step {at} "
+                           f"after {g.rollbacks} rollback(s) (guard.max_rollbacks="
+                           f"{gc.max_rollbacks}); lower optim.lr or check the data")
+        rollbacks, old, skipped = g.rollbacks + 1, self.lr.lr, g.skipped
+        target = self._restore()
+        if target is None:
+            raise Diverged(f"training diverged at step {at} ({streak} non-finite steps in a row)"
+                           " before any checkpoint was written; lower optim.lr or check the data")
+        g.rollbacks, g.skipped = rollbacks, skipped  # the checkpoint's own counts are older
+        self.lr.set(min(old, self.lr.lr) * gc.lr_scale)  # lower at every rollback
+        dist.print0(f"guard: {streak} non-finite steps in a row at step {at}: rolled back to "
+                    f"{target.name} (step {self.step}), lr {old:g} -> {self.lr.lr:g} "
+                    f"(rollback {rollbacks} of at most {gc.max_rollbacks})")
+        self.stats.write({"step": self.step, "nimg": self.step * self.global_batch,
+                          "rollback": rollbacks, "from_step": at, "lr": self.lr.lr})
 
     # --- the loop ----------------------------------------------------------------------
     def write_config(self) -> None:
@@ -246,13 +319,21 @@ class Trainer:
             if self._crossed(t.ckpt_every_kimg, nimg):
                 self.save()
             if (self.step < t.max_steps and self.step % t.stop_check_every == 0
-                    and guard.should_stop()):
+                    and self._check(guard)):
                 self.save_if_new()
                 guard.mark_requeue(self.step)
                 dist.print0(f"stopping at step {self.step} ({guard.reason}): checkpoint "
                             f"written, exit {pre.REQUEUE_EXIT_CODE} = requeue me")
                 return True
         return False
+
+    def _check(self, preempt: pre.PreemptGuard) -> bool:
+        """The periodic collective check (one host read): a stop request, and the guard's
+        count of bad steps in a row, which may roll the run back. True: stop."""
+        stop, values = preempt.poll(None if self.guard is None else self.guard.streak)
+        if values and values[0] >= self.rollback_after:
+            self._rollback(int(values[0]))
+        return stop
 
     def _log(self, stats: dict, nimg: int, w: _Watch) -> None:
         """One stats.jsonl line (and TensorBoard scalars) plus the console status line."""
@@ -265,6 +346,9 @@ class Trainer:
             w.last["cuda_max_alloc_gib"] = cuda_gib
         self.stats.write(w.last)
         dist.print0(w.progress.line(self.step, stats, ips))
+        if stats.get("skipped"):
+            dist.print0(f"guard: step {self.step} had non-finite losses or gradients and was "
+                        f"skipped ({stats['skipped_steps']} skipped so far)")
 
 
 @dataclass

@@ -7,8 +7,9 @@ import argparse
 import sys
 
 from .. import dist
-from ..checkpoint import CheckpointError
+from ..checkpoint import SAVE_FAILED_EXIT_CODE, CheckpointError, CheckpointWriteError
 from ..config import ConfigError, build_config, dump_yaml
+from ..guard import DIVERGED_EXIT_CODE, Diverged
 from ..preempt import REQUEUE_EXIT_CODE, Preempted
 
 
@@ -16,7 +17,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="vaegan-train",
         description="Train VAE + BEGAN* + LSM. Running the same command again resumes from the "
-                    "newest complete checkpoint in the run folder.",
+                    "newest complete checkpoint in the run folder. Exit status: 0 done, 2 bad "
+                    "input, 65 diverged (the guard gave up), 74 a checkpoint could not be "
+                    "written, 75 stopped with a checkpoint (requeue me).",
         epilog="Overrides: any config key as key=value, e.g. loss.alpha=0.3 "
                "train.precision=bf16 loss.variant=began. See configs/*.yaml.")
     p.add_argument("--config", required=True, help="preset name (configs/NAME.yaml) or YAML path")
@@ -62,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         from ..train import train
 
         train(cfg, args.resume)
+    except CheckpointWriteError as e:  # full disk, I/O error: nothing complete was touched
+        print(f"vaegan-train: error: {e} (exit {SAVE_FAILED_EXIT_CODE})", file=sys.stderr)
+        return SAVE_FAILED_EXIT_CODE
+    except Diverged as e:  # past the guard's rollbacks: a requeue would not help
+        print(f"vaegan-train: error: {e} (exit {DIVERGED_EXIT_CODE})", file=sys.stderr)
+        return DIVERGED_EXIT_CODE
     except (ConfigError, CheckpointError, FileNotFoundError) as e:
         print(f"vaegan-train: error: {e}", file=sys.stderr)
         return 2
