@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import dist
@@ -44,10 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def list_presets() -> None:
     """The packaged presets folder and its files, one per line."""
     root = config_dir()
-    print(f"presets folder: {root}")
-    for f in sorted(root.rglob("*")):
-        if f.is_file() and f.suffix in (".yaml", ".json", ".sbatch"):
-            print(f"  {f.relative_to(root)}")
+    lines = [f"presets folder: {root}"] + [
+        f"  {f.relative_to(root)}" for f in sorted(root.rglob("*"))
+        if f.is_file() and f.suffix in (".yaml", ".json", ".sbatch")]
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:  # `| head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def resolve(args: argparse.Namespace):
