@@ -13,18 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .imaging import decode
-
-
-def ffcv_available() -> str | None:
-    """None when FFCV imports, else the one-line reason."""
-    try:
-        import ffcv.fields  # noqa: F401
-        import ffcv.writer  # noqa: F401
-    except Exception as e:  # ImportError, or a broken native build
-        return (f"FFCV is not installed ({type(e).__name__}: {str(e)[:80]}); install the "
-                "'ffcv' extra (bash scripts/optional.sh .venv)")
-    return None
+from vaegan_dist.codec import decode
 
 
 class _TarSamples:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vaegan_dist.extras import MissingExtra
+
 from .imaging import Settings
 
 
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                   progress=not a.no_progress, synth_seed=seed, ffcv_jpg=a.ffcv_jpg)
         _summary(man, Path(a.OUT))
         return 0
-    except (ValueError, OSError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError, MissingExtra) as e:
         print(f"vaegan-prep: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile
 
+from vaegan_dist import codec
+
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is skipped, never half-kept
 
 
@@ -97,22 +99,5 @@ def load(data: bytes, s: Settings) -> dict[int, np.ndarray]:
 
 
 def encode(arr: np.ndarray, s: Settings) -> bytes:
-    """Deterministic encoding: simplejpeg 4:4:4 at `quality`, or PNG at zlib level 6."""
-    if s.codec == "jpg":
-        import simplejpeg
-
-        return simplejpeg.encode_jpeg(np.ascontiguousarray(arr), quality=s.quality,
-                                      colorspace="RGB", colorsubsampling="444")
-    buf = io.BytesIO()
-    Image.fromarray(arr, "RGB").save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
-
-
-def decode(data: bytes, ext: str) -> np.ndarray:
-    """Encoded sample bytes -> HxWx3 uint8 (simplejpeg for JPEG: ~3x faster than PIL)."""
-    if ext in ("jpg", "jpeg"):
-        import simplejpeg
-
-        return simplejpeg.decode_jpeg(data, colorspace="RGB")
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    """Deterministic encoding at the settings' codec and quality (vaegan_dist.codec)."""
+    return codec.encode(arr, s.codec, s.quality)

@@ -98,9 +98,9 @@ def list_synthetic(num: int, seed: int) -> Listing:
 def list_digits() -> Listing:
     """scikit-learn's bundled handwritten digits (1,797 real images): attributes are the
     one-hot labels `digit_0`..`digit_9`, so attribute vectors work on them too."""
-    from sklearn.datasets import load_digits
+    from vaegan_dist.extras import require
 
-    labels = load_digits().target
+    labels = require("sklearn.datasets", "eval", "vaegan-prep digits").load_digits().target
     names = [f"digit_{d}" for d in range(10)]
     items = [Item(f"{i:08d}", f"digits:{i}", "train",
                   {n: int(int(y) == d) for d, n in enumerate(names)})

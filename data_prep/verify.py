@@ -7,7 +7,8 @@ import json
 import tarfile
 from pathlib import Path
 
-from .imaging import decode
+from vaegan_dist.codec import decode
+
 from .shards import sha256_file
 
 

@@ -92,9 +92,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_dir_of(train_args: list[str]) -> Path:
     """The run folder vaegan-train will use (CLI flag, override or preset)."""
     from vaegan_dist.cli.train import parse_args as train_parse
-    from vaegan_dist.cli.train import resolve
+    from vaegan_dist.cli.train import require_extras, resolve
 
-    return Path(resolve(train_parse(train_args)).run_dir).resolve()
+    cfg = resolve(train_parse(train_args))
+    require_extras(cfg)  # a missing extra is one line here, not a failed job later
+    return Path(cfg.run_dir).resolve()
 
 
 def make_executor(a: argparse.Namespace, folder: Path):

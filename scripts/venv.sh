@@ -6,7 +6,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VAEGAN_VENV:-$ROOT/.venv}
-EXTRAS=${VAEGAN_EXTRAS:-data,dist,eval,test}
+EXTRAS=${VAEGAN_EXTRAS:-deepspeed,eval,test}
 cd "$ROOT"
 want="$(cat pyproject.toml constraints.txt scripts/venv.sh | sha256sum | cut -c1-16) $EXTRAS"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests import procs
+
 ROOT = Path(__file__).resolve().parents[1]
 PREP = [sys.executable, "-m", "data_prep.cli"]
 
@@ -27,9 +29,8 @@ def smooth_image(i: int, w: int, h: int) -> np.ndarray:
 
 def prep(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     e = dict(os.environ, **(env or {}))
-    r = subprocess.run([*PREP, *args, "--no-progress"] if args[0] != "verify" else
-                       [*PREP, *args], cwd=ROOT, env=e, capture_output=True, text=True,
-                       timeout=300)
+    r = procs.run([*PREP, *args, "--no-progress"] if args[0] != "verify" else [*PREP, *args],
+                  cwd=ROOT, env=e, timeout=300)
     if check and r.returncode != 0:
         raise AssertionError(f"vaegan-prep {args} failed: {r.stderr[-2000:]}")
     return r

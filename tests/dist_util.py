@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from tests import procs
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = str(ROOT / "tests" / "dist_worker.py")
 BIN = Path(sys.executable).parent
@@ -26,8 +28,8 @@ def env(threads: int = 1) -> dict:
 
 
 def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True,
-                          timeout=timeout)
+    """Bounded (tests/procs.py): a timeout kills the process group and fails the test."""
+    return procs.run(cmd, cwd=ROOT, env=env(), timeout=timeout)
 
 
 def torchrun(out: Path, nproc: int, *args: str, timeout: float = 300):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from tests import procs
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # A very small run: the machine is shared, 2 cores; deterministic CPU ops, 1 thread.
@@ -44,9 +46,9 @@ def train_cmd(run_dir: Path, steps: int, *extra: str, nproc: int = 1,
             "-m", "vaegan_dist.cli.train", *args]
 
 
-def run(cmd: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True,
-                          timeout=timeout, **kw)
+def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Bounded (tests/procs.py): a timeout kills the process group and fails the test."""
+    return procs.run(cmd, cwd=ROOT, env=env(), timeout=timeout)
 
 
 def final_state(run_dir: Path) -> dict:

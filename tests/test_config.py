@@ -1,10 +1,10 @@
 """Config tree: presets, overrides, validation, --dry-run and one-line CLI errors."""
 
-import subprocess
 
 import pytest
 import yaml
 
+from tests import procs
 from vaegan_dist.config import ConfigError, build_config, from_dict, to_dict
 
 from .conftest import bin_path
@@ -68,9 +68,9 @@ def test_round_trip_through_dict():
 
 
 def test_cli_dry_run_prints_resolved_config():
-    out = subprocess.run([bin_path("vaegan-train"), "--config", "tiny", "--batch", "4",
-                          "--max-steps", "7", "loss.gamma=0.2", "--dry-run"],
-                         capture_output=True, text=True, check=True).stdout
+    out = procs.run([bin_path("vaegan-train"), "--config", "tiny", "--batch", "4",
+                     "--max-steps", "7", "loss.gamma=0.2", "--dry-run"],
+                    check=True, timeout=120).stdout
     data = yaml.safe_load(out)
     assert data["train"]["batch"] == 4 and data["train"]["max_steps"] == 7
     assert data["loss"]["gamma"] == 0.2
@@ -80,9 +80,50 @@ def test_cli_dry_run_prints_resolved_config():
                                   ["--config", "missing-preset"],
                                   ["--config", "tiny", "train.batch=-3"]])
 def test_cli_errors_are_one_line(args, tmp_path):
-    r = subprocess.run([bin_path("vaegan-train"), *args, "--run-dir", str(tmp_path)],
-                       capture_output=True, text=True)
+    r = procs.run([bin_path("vaegan-train"), *args, "--run-dir", str(tmp_path)], timeout=120)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vaegan-train: error:"), r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_presets_are_package_data_and_the_checkout_links_to_them():
+    """The presets and templates live inside the package (an installed wheel has them:
+    tests/test_install.py); `configs` at the repository root is a link to that folder."""
+    from pathlib import Path
+
+    import vaegan_dist
+    from vaegan_dist.config import config_dir
+
+    d = config_dir()
+    assert d == Path(vaegan_dist.__file__).resolve().parent / "configs"
+    for rel in ("tiny.yaml", "deepspeed/zero2.json", "accelerate/cpu_multi_process.yaml",
+                "slurm/train-single.sbatch", "slurm/train-multi.sbatch"):
+        assert (d / rel).is_file(), rel
+    root = Path(__file__).resolve().parents[1]
+    assert (root / "configs").resolve() == d
+
+
+def test_packaged_file_by_name_or_path(tmp_path):
+    from vaegan_dist.config import config_dir, packaged_file
+
+    ds = config_dir() / "deepspeed"
+    assert packaged_file("zero2", "deepspeed", ".json") == ds / "zero2.json"
+    assert packaged_file("zero2.json", "deepspeed", ".json") == ds / "zero2.json"
+    own = tmp_path / "mine.json"
+    own.write_text("{}")
+    assert packaged_file(str(own), "deepspeed", ".json") == own
+    with pytest.raises(ConfigError, match="no file 'zero9'.*zero0, zero1"):
+        packaged_file("zero9", "deepspeed", ".json")
+    with pytest.raises(ConfigError, match="no file"):
+        packaged_file(str(tmp_path / "nope.json"), "deepspeed", ".json")
+
+
+def test_cli_list_presets():
+    r = procs.run([bin_path("vaegan-train"), "--list-presets"], timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("presets folder: ")
+    names = {s.strip() for s in lines[1:]}
+    assert {"tiny.yaml", "deepspeed/zero2.json", "accelerate/cpu_multi_process.yaml",
+            "slurm/train-single.sbatch"} <= names

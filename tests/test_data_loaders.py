@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,8 +14,9 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
-from data_prep.imaging import decode
+from tests import procs
 from tests.data_helpers import ROOT, prep, read_tars
+from vaegan_dist.codec import decode
 from vaegan_dist.config import build_config
 from vaegan_dist.data import build_source
 from vaegan_dist.data.streaming import find_shards
@@ -173,10 +173,10 @@ def test_ffcv_loader_epoch_and_resume(shards):
 def test_end_to_end_train_on_shards(tmp_path):
     out = tmp_path / "shards"
     prep("synth", str(out), "--num", "64", "--size", "32", "--shard-size", "16")
-    r = subprocess.run([sys.executable, "-m", "vaegan_dist.cli.train", "--config", "tiny",
-                        "--run-dir", str(tmp_path / "run"), "--max-steps", "5",
-                        "data.source=wds", f"data.path={out}", "data.workers=1"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = procs.run([sys.executable, "-m", "vaegan_dist.cli.train", "--config", "tiny",
+                   "--run-dir", str(tmp_path / "run"), "--max-steps", "5",
+                   "data.source=wds", f"data.path={out}", "data.workers=1"],
+                  cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "run").is_dir()
 
@@ -197,8 +197,8 @@ def test_digits_shards_real_images_and_train(tmp_path):
         attrs = json.loads(s["json"])
         attrs = attrs.get("attrs", attrs)
         assert attrs[f"digit_{labels[i]}"] == 1 and sum(attrs.values()) == 1
-    r = subprocess.run([sys.executable, "-m", "vaegan_dist.cli.train", "--config", "tiny",
-                        "--run-dir", str(tmp_path / "run"), "--max-steps", "3",
-                        "data.source=wds", f"data.path={out}", "model.resolution=32"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = procs.run([sys.executable, "-m", "vaegan_dist.cli.train", "--config", "tiny",
+                   "--run-dir", str(tmp_path / "run"), "--max-steps", "3",
+                   "data.source=wds", f"data.path={out}", "model.resolution=32"],
+                  cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.imaging import decode
+from tests import procs
 from tests.data_helpers import PREP, ROOT, file_hashes, manifest, prep, read_tars, smooth_image
+from vaegan_dist.codec import decode
 
 
 def test_help_on_every_subcommand():
     for sub in ([], ["shard"], ["synth"], ["digits"], ["verify"]):
-        r = subprocess.run([*PREP, *sub, "--help"], cwd=ROOT, capture_output=True, text=True)
+        r = procs.run([*PREP, *sub, "--help"], cwd=ROOT, timeout=120)
         assert r.returncode == 0 and "usage: vaegan-prep" in r.stdout
 
 
@@ -96,13 +97,13 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     prep(*args[:2], str(tmp_path / "ref"), *args[2:])
     out = tmp_path / "out"
     env = dict(os.environ, VAEGAN_PREP_TASK_DELAY="0.25")
-    p = subprocess.Popen([*PREP, *args[:2], str(out), *args[2:]], cwd=ROOT, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and len(list((out / ".parts").glob("train-*.json"))) < 4:
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    with procs.started([*PREP, *args[:2], str(out), *args[2:]], cwd=ROOT, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as p:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(list((out / ".parts").glob("train-*.json"))) < 4:
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL)
+        procs.wait(p, timeout=60)
     done = len(list((out / ".parts").glob("train-*.json")))
     assert 4 <= done < 15 and not (out / "manifest.json").exists()
     for t in out.glob("*.tar"):  # no truncated shard under a final name

@@ -7,13 +7,15 @@ from pathlib import Path
 import pytest
 
 from tests.dist_util import WORKER, check, load, max_diff, run
+from vaegan_dist.config import config_dir
 
 pytestmark = pytest.mark.dist
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+CPU_CONFIG = str(config_dir() / "accelerate" / "cpu_multi_process.yaml")  # packaged
 
 
 def test_accelerate_launch_two_cpu_processes(tmp_path):
-    p = run([ACCELERATE, "launch", "--config_file", "launch/accelerate/cpu_multi_process.yaml",
+    p = run([ACCELERATE, "launch", "--config_file", CPU_CONFIG,
              "--num_processes", "2", WORKER, str(tmp_path), "train.engine=accelerate",
              "train.max_steps=20", "train.batch=4", "train.threads=1",
              "train.ckpt_every_kimg=0.08"])
@@ -28,7 +30,7 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
 
 
 def test_precision_conflict_with_the_launcher_is_an_error(tmp_path):
-    p = run([ACCELERATE, "launch", "--config_file", "launch/accelerate/cpu_multi_process.yaml",
+    p = run([ACCELERATE, "launch", "--config_file", CPU_CONFIG,
              "--num_processes", "2", "--mixed_precision", "bf16", WORKER, str(tmp_path),
              "train.engine=accelerate", "train.max_steps=1", "train.batch=2"])
     assert p.returncode != 0

@@ -1,4 +1,5 @@
-"""DeepSpeed on CPU (gloo): an engine per model, built from configs/deepspeed/*.json; ZeRO-0,
+"""DeepSpeed on CPU (gloo): an engine per model, built from the packaged
+configs/deepspeed/*.json (by name: train.deepspeed_config=zero1; a path works too); ZeRO-0,
 1 and 2 with 2 processes x batch B give the same weights and k_t as 1 plain process with
 batch 2B, and both ranks agree bit for bit. Slow: the first DeepSpeed start on CPU compiles
 deepspeed_shm_comm (35 s to 2 min on this machine, cached per venv), each run ~20 s."""
@@ -21,7 +22,7 @@ def reference(tmp_path_factory):
 
 def test_engine_construction_one_process(tmp_path):
     check(torchrun(tmp_path, 1, "train.batch=4", "train.engine=deepspeed",
-                   "train.deepspeed_config=configs/deepspeed/zero1.json", *COMMON, timeout=500))
+                   "train.deepspeed_config=zero1", *COMMON, timeout=500))
     rec, _ = load(tmp_path, 0)
     assert rec["engine"] == "deepspeed" and len(rec["records"]) == 4
 
@@ -29,7 +30,7 @@ def test_engine_construction_one_process(tmp_path):
 @pytest.mark.parametrize("stage", ["zero0", "zero1", "zero2"])
 def test_zero_equivalence_two_processes(tmp_path, reference, stage):
     check(torchrun(tmp_path, 2, "train.batch=4", "train.engine=deepspeed",
-                   f"train.deepspeed_config=configs/deepspeed/{stage}.json", *COMMON,
+                   f"train.deepspeed_config={stage}", *COMMON,
                    timeout=500))
     (r0, w0), (r1, w1) = load(tmp_path, 0), load(tmp_path, 1)
     ref, w_ref = reference
@@ -47,7 +48,7 @@ def test_zero2_exact_resume_two_processes(tmp_path):
     would not match."""
     from tests.resume_utils import final_state, k_trajectory, run, train_cmd
 
-    ds = ("train.engine=deepspeed", "train.deepspeed_config=configs/deepspeed/zero2.json")
+    ds = ("train.engine=deepspeed", "train.deepspeed_config=zero2")
     k = 3
     a, b = tmp_path / "straight", tmp_path / "resumed"
     for run_dir, steps in ((a, 2 * k), (b, k), (b, 2 * k)):

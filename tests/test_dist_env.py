@@ -73,7 +73,7 @@ def test_deepspeed_config_files_are_valid_for_deepspeed():
                               ("zero1_bf16", "bf16", 1), ("zero2_bf16", "bf16", 2),
                               ("zero2_fp16", "fp16", 2)):
         cfg = build_config("tiny", ["train.engine=deepspeed", f"train.precision={prec}",
-                                    f"train.deepspeed_config=configs/deepspeed/{name}.json",
+                                    f"train.deepspeed_config={name}",  # packaged, by name
                                     "train.batch=4", "train.accum=2"])
         assert deepspeed_config(cfg, world=2)["train_batch_size"] == 16
         ds = deepspeed_config(cfg, world=1)  # DeepSpeedConfig checks against this process

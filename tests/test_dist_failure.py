@@ -3,6 +3,7 @@ torchrun (its agent tears the group down) and with hand-started processes (no ag
 survivor's collective fails on the closed connection or times out after
 train.dist_timeout_s)."""
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from tests import procs
 from tests.dist_util import ROOT, WORKER, env, torchrun
 
 pytestmark = pytest.mark.dist
@@ -31,19 +33,24 @@ def test_hand_started_ranks_fail_within_the_collective_timeout(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = []
+    ranks = []
     t0 = time.monotonic()
-    for r in range(2):
-        e = {**env(), "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r),
-             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        procs.append(subprocess.Popen([sys.executable, WORKER, str(tmp_path), *ARGS], cwd=ROOT,
-                                      env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    try:
-        codes = [p.wait(timeout=120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    with contextlib.ExitStack() as stack:  # each rank in its own group, killed on failure
+        for r in range(2):
+            e = {**env(), "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r),
+                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+            log = stack.enter_context(open(tmp_path / f"log-rank{r}.txt", "w"))
+            ranks.append(stack.enter_context(procs.started(
+                [sys.executable, WORKER, str(tmp_path), *ARGS], cwd=ROOT, env=e,
+                stdout=log, stderr=subprocess.STDOUT)))
+        try:
+            codes = [procs.wait(p, timeout=120, log=tmp_path / f"log-rank{i}.txt")
+                     for i, p in enumerate(ranks)]
+        finally:
+            for p in ranks:
+                if p.poll() is not None:
+                    continue
+                procs.kill_group(p)
     elapsed = time.monotonic() - t0
     assert codes[1] == 3  # the injected crash
     assert codes[0] != 0  # the survivor did not hang, and did not pretend success

@@ -1,10 +1,10 @@
 """The folder source: images of any depth and size, unreadable files skipped with a count."""
 
-import subprocess
 
 import numpy as np
 from PIL import Image
 
+from tests import procs
 from vaegan_dist.data.folder import load_folder
 
 from .conftest import bin_path
@@ -30,17 +30,16 @@ def test_load_folder(tmp_path, capsys):
 
 def test_train_on_folder(tmp_path):
     make_folder(tmp_path / "data")
-    r = subprocess.run([bin_path("vaegan-train"), "--config", "tiny", "--run-dir",
-                        str(tmp_path / "run"), "--max-steps", "3", "--batch", "4",
-                        "data.source=folder", f"data.path={tmp_path / 'data'}"],
-                       capture_output=True, text=True, timeout=300)
+    r = procs.run([bin_path("vaegan-train"), "--config", "tiny", "--run-dir",
+                   str(tmp_path / "run"), "--max-steps", "3", "--batch", "4",
+                   "data.source=folder", f"data.path={tmp_path / 'data'}"], timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "run" / "checkpoints" / "step-000000003" / "COMPLETE").exists()
 
 
 def test_missing_folder_is_one_line_error(tmp_path):
-    r = subprocess.run([bin_path("vaegan-train"), "--config", "tiny", "--run-dir",
-                        str(tmp_path / "run"), "--max-steps", "1", "data.source=folder",
-                        f"data.path={tmp_path / 'nope'}"], capture_output=True, text=True)
+    r = procs.run([bin_path("vaegan-train"), "--config", "tiny", "--run-dir",
+                   str(tmp_path / "run"), "--max-steps", "1", "data.source=folder",
+                   f"data.path={tmp_path / 'nope'}"], timeout=120)
     assert r.returncode == 2 and "no images" in r.stderr
     assert "Traceback" not in r.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import procs
 from vaegan_dist import checkpoint as ckpt
 
 from .resume_utils import ROOT, assert_same_training_state, env, final_state, run, train_cmd
@@ -66,8 +67,9 @@ def test_kill_9_at_random_moments_then_resume(tmp_path, n_kills):
         this_mid_write = False
         with open(log, "w") as out:
             t_start = time.time()
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=out, stderr=subprocess.STDOUT)
-            try:
+            # its own process group, killed whole if the test fails or times out (procs.py)
+            with procs.started(cmd, cwd=ROOT, env=e, stdout=out,
+                               stderr=subprocess.STDOUT) as proc:
                 if during_write:  # this run's temporary folder: state written, no marker yet
                     ok = _wait_for(lambda t=t_start: any(
                         _newer(p / "state.pt", t) and not (p / ckpt.MARKER).exists()
@@ -80,8 +82,7 @@ def test_kill_9_at_random_moments_then_resume(tmp_path, n_kills):
                     kills += 1
                     mid_write += during_write
                     this_mid_write = during_write
-            finally:
-                proc.wait(timeout=60)
+                procs.wait(proc, timeout=60, log=log)
         text = log.read_text()
         if before is not None:
             assert f"resumed from {before} " in text, text[-2000:]

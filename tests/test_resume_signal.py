@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import procs
 from vaegan_dist import checkpoint as ckpt
 from vaegan_dist.preempt import REQUEUE_EXIT_CODE, REQUEUE_FILE
 
@@ -45,8 +46,10 @@ def _workers(torchrun_pid: int) -> dict[int, int]:
 def _interrupt(run_dir: Path, log: Path, sig: signal.Signals, rank: int, after_step: int,
                nproc: int) -> subprocess.Popen:
     cmd = train_cmd(run_dir, STEPS, "--ckpt-every", "100", nproc=nproc)
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=out, stderr=subprocess.STDOUT)
+    # its own process group (torchrun and its workers), killed whole if the test fails or
+    # times out (tests/procs.py)
+    with open(log, "w") as out, procs.started(cmd, cwd=ROOT, env=env(), stdout=out,
+                                              stderr=subprocess.STDOUT) as proc:
         t0 = time.monotonic()
         while True:
             assert proc.poll() is None, log.read_text()[-3000:]
@@ -57,7 +60,7 @@ def _interrupt(run_dir: Path, log: Path, sig: signal.Signals, rank: int, after_s
             time.sleep(0.02)
         target = proc.pid if nproc == 1 else _workers(proc.pid)[rank]
         os.kill(target, sig)
-        proc.wait(timeout=120)
+        procs.wait(proc, timeout=120, log=log)
     return proc
 
 

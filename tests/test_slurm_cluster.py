@@ -1,18 +1,19 @@
 """The SLURM path against a real one-node SLURM on localhost (slurm/cluster-up.sh, root,
-Debian): the sbatch scripts (single node; multi node on one node through the c10d
+Debian): the sbatch templates (configs/slurm/) (single node; multi node on one node through the c10d
 rendezvous) and vaegan-submit on SLURM, each with a 2-process job that is preempted by a
 signal, requeues, resumes and ends with the weights of an uninterrupted run."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from launch.submit import TrainJob, make_executor, parse_args
+from tests import procs
+from vaegan_dist.config import config_dir
 
 from .resume_utils import (
     ROOT,
@@ -29,21 +30,19 @@ STEPS = STRAIGHT_STEPS
 
 
 def _sh(*cmd: str) -> str:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.strip()
+    return procs.run(cmd, timeout=60).stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def slurm_cluster():
     """Use a running local cluster, or start one (root) and stop it afterwards by pid file."""
-    up = subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0 \
-        if _which("sinfo") else False
+    up = procs.run(["sinfo", "-h"], timeout=60).returncode == 0 if _which("sinfo") else False
     if not up:
-        r = subprocess.run(["bash", str(ROOT / "slurm" / "cluster-up.sh")], capture_output=True,
-                           text=True, timeout=600)
+        r = procs.run(["bash", str(ROOT / "slurm" / "cluster-up.sh")], timeout=600)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     yield
     if not up:
-        subprocess.run(["bash", str(ROOT / "slurm" / "cluster-down.sh")], timeout=120)
+        procs.run(["bash", str(ROOT / "slurm" / "cluster-down.sh")], timeout=120)
 
 
 def _which(name: str) -> bool:
@@ -83,8 +82,8 @@ def _sbatch(script: str, run_dir: Path, *extra_sbatch: str) -> str:
     args = cli_args(run_dir, STEPS, "--ckpt-every", "100")
     i = args.index("--run-dir")
     del args[i:i + 2]  # the script adds --run-dir "$RUN_DIR"
-    r = subprocess.run(["sbatch", "--parsable", *extra_sbatch, str(ROOT / "slurm" / script),
-                        *args], cwd=run_dir.parent, env=e, capture_output=True, text=True)
+    r = procs.run(["sbatch", "--parsable", *extra_sbatch, str(config_dir() / "slurm" / script),
+                   *args], cwd=run_dir.parent, env=e, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip().split(";")[0]
 
@@ -117,6 +116,7 @@ def test_submitit_slurm_two_tasks_preempted_requeues_and_matches(slurm_cluster, 
     _wait(lambda: _logged_steps(run_dir) >= 5, "training progress")
     _sh("scancel", "--signal=USR2", job.job_id)  # submitit's pre-timeout signal, every task
     _release_requeued(job.job_id)
+    _wait(job.done, "the end")  # bounded: job.results() alone waits forever
     results = job.results()
     assert results[0] == 0, results
     logs = "\n".join(p.read_text() for p in Path(a.folder).glob("*_log.*"))

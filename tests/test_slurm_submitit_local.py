@@ -13,6 +13,7 @@ import pytest
 
 from launch.submit import TrainJob, make_executor, parse_args
 from launch.submit import main as submit_main
+from tests import procs
 
 from .resume_utils import (
     STRAIGHT_STEPS,
@@ -48,16 +49,25 @@ def test_local_executor_two_tasks_preempted_requeues_and_matches(tmp_path, monke
                     "--folder", str(tmp_path / "submitit"), "--", *args])
     ex = make_executor(a, Path(a.folder))
     job = ex.submit(TrainJob(a.train_args, "vaegan_dist.cli.train:main"))
-    t0 = time.monotonic()
-    while _logged_steps(run_dir) < 5:
-        assert not job.done(), job.stderr()
-        assert time.monotonic() - t0 < 240, "job too slow"
-        time.sleep(0.05)
-    tasks = _children(job._process.pid)
-    assert len(tasks) == 2
-    for pid in tasks:
-        os.kill(pid, signal.SIGUSR2)
-    results = job.results()
+    # submitit starts the job in pytest's own process group: kill its tree if the test fails
+    with procs.tree_killed_on_failure(job._process.pid):
+        t0 = time.monotonic()
+        while _logged_steps(run_dir) < 5:
+            assert not job.done(), job.stderr()
+            assert time.monotonic() - t0 < 240, "job too slow"
+            time.sleep(0.05)
+        tasks = _children(job._process.pid)
+        assert len(tasks) == 2
+        for pid in tasks:
+            os.kill(pid, signal.SIGUSR2)
+        t0 = time.monotonic()
+        while not job.done():  # bounded: job.results() alone waits forever
+            if time.monotonic() - t0 > 300:
+                procs.kill_tree(job._process.pid)
+                pytest.fail("submitit job still running 300 s after the signal (killed); "
+                            f"its stderr:\n{procs.tail(job.stderr())}", pytrace=False)
+            time.sleep(0.2)
+        results = job.results()
     assert results[0] == 0, results
     logs = "\n".join(p.read_text() for p in Path(a.folder).glob("*.out"))
     assert "stopping at step" in logs and "resumed from" in logs, logs[-3000:]

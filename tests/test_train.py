@@ -2,11 +2,11 @@
 
 import json
 import math
-import subprocess
 
 import pytest
 from PIL import Image
 
+from tests import procs
 from vaegan_dist.variants import TERMS, VARIANTS
 
 from .conftest import bin_path
@@ -16,9 +16,9 @@ KEYS = ("step", "nimg", "L_d", "L_g", "L_v", "L_e", "L_n", "L_s", "L_dis", "L_ge
 
 
 def run(run_dir, *extra, steps=20, check=True):
-    return subprocess.run([bin_path("vaegan-train"), "--config", "tiny", "--run-dir",
-                           str(run_dir), "--max-steps", str(steps), "--log-every", "1", *extra],
-                          capture_output=True, text=True, check=check, timeout=600)
+    return procs.run([bin_path("vaegan-train"), "--config", "tiny", "--run-dir",
+                      str(run_dir), "--max-steps", str(steps), "--log-every", "1", *extra],
+                     check=check, timeout=600)
 
 
 def records(run_dir):

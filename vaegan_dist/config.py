@@ -132,9 +132,26 @@ class Config:
 
 
 def config_dir() -> Path:
-    """The presets folder: $VAEGAN_CONFIGS or `configs/` at the repository root."""
+    """The presets folder: $VAEGAN_CONFIGS, else the package's own `vaegan_dist/configs/`
+    (package data, so an installed wheel has it; `configs` at the repository root links to
+    it). It also holds deepspeed/*.json, accelerate/*.yaml and slurm/*.sbatch."""
     env = os.environ.get("VAEGAN_CONFIGS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+    return Path(env) if env else Path(__file__).resolve().parent / "configs"
+
+
+def packaged_file(value: str, sub: str, suffix: str) -> Path:
+    """A file given as a path, or by name from the presets folder's `sub`/ folder
+    (`zero2` -> configs/deepspeed/zero2.json). Raises ConfigError naming the choices."""
+    p = Path(value)
+    if p.is_file():
+        return p
+    if p.name == value:  # a bare name: look in the packaged folder
+        q = config_dir() / sub / (value if value.endswith(suffix) else value + suffix)
+        if q.is_file():
+            return q
+    known = sorted(f.stem for f in (config_dir() / sub).glob(f"*{suffix}"))
+    raise ConfigError(f"no file '{value}' (a path, or a name in {config_dir() / sub}: "
+                      f"{', '.join(known)})")
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from . import dist
-from .config import Config, ConfigError
+from .config import Config, ConfigError, packaged_file
+from .extras import require
 from .state import Group, Stateful
 
 
@@ -215,9 +216,10 @@ class AccelerateEngine(Engine):
 def deepspeed_config(cfg: Config, world: int) -> dict:
     """The JSON file named by train.deepspeed_config with our batch semantics filled in;
     a file that states other batch sizes or another precision is an error."""
-    path = Path(cfg.train.deepspeed_config)
-    if not path.exists():
-        raise ConfigError(f"train.deepspeed_config: no file {path}")
+    try:
+        path = packaged_file(cfg.train.deepspeed_config, "deepspeed", ".json")
+    except ConfigError as e:
+        raise ConfigError(f"train.deepspeed_config: {e}") from None
     try:
         ds = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -252,7 +254,7 @@ class DeepSpeedEngine(Engine):
 
     def __init__(self, models: dict[str, nn.Module], optimizers: dict, precision: str,
                  device: torch.device, ds_config: dict):
-        import deepspeed
+        deepspeed = require("deepspeed", "deepspeed", "train.engine=deepspeed")
 
         self.engines = {}
         for k, m in models.items():

@@ -74,14 +74,19 @@ class DigitsNet(nn.Module):
         return f, self.head(f)
 
 
+def _load_digits():
+    """scikit-learn's bundled digits (the `eval` extra)."""
+    from .extras import require
+
+    return require("sklearn.datasets", "eval", "the digits data (offline metric)").load_digits()
+
+
 @functools.lru_cache(maxsize=4)
 def digits_images(resolution: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled digits as uint8 RGB NHWC at `resolution` (bilinear upscale,
     white ink on black) and their labels: real images available on a fresh machine.
     Cached and read-only."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
+    d = _load_digits()
     x = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]
     x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
     u8 = (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8)[:, 0].numpy()
@@ -128,9 +133,7 @@ class DigitsExtractor:
     name = "digits"
 
     def __init__(self, cache: Path | None = None, seed: int = 0):
-        from sklearn.datasets import load_digits
-
-        data = load_digits().images.astype(np.float32)
+        data = _load_digits().images.astype(np.float32)
         key = hashlib.sha256(data.tobytes() + f"{DIGITS_VERSION}/{seed}".encode()).hexdigest()
         path = (cache or cache_dir()) / f"{DIGITS_VERSION}-{key[:16]}.pt"
         self.net = DigitsNet()

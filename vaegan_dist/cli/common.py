@@ -7,10 +7,12 @@ from collections.abc import Callable
 
 from .. import dist
 from ..config import ConfigError
+from ..extras import MissingExtra
 from ..features import ExtractorError
 from ..generate import SnapshotError
 
-ERRORS = (SnapshotError, ExtractorError, ConfigError, FileNotFoundError, ValueError)
+ERRORS = (SnapshotError, ExtractorError, ConfigError, MissingExtra, FileNotFoundError,
+          ValueError)
 
 
 def device(name: str) -> str:

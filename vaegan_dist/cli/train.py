@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import dist
 from ..checkpoint import SAVE_FAILED_EXIT_CODE, CheckpointError, CheckpointWriteError
-from ..config import ConfigError, build_config, dump_yaml
+from ..config import Config, ConfigError, build_config, config_dir, dump_yaml
+from ..extras import MissingExtra, require
 from ..guard import DIVERGED_EXIT_CODE, Diverged
 from ..preempt import REQUEUE_EXIT_CODE, Preempted
 
@@ -21,8 +23,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "input, 65 diverged (the guard gave up), 74 a checkpoint could not be "
                     "written, 75 stopped with a checkpoint (requeue me).",
         epilog="Overrides: any config key as key=value, e.g. loss.alpha=0.3 "
-               "train.precision=bf16 loss.variant=began. See configs/*.yaml.")
-    p.add_argument("--config", required=True, help="preset name (configs/NAME.yaml) or YAML path")
+               "train.precision=bf16 loss.variant=began. --list-presets shows the presets.")
+    p.add_argument("--config", help="preset name (see --list-presets) or YAML path")
+    p.add_argument("--list-presets", action="store_true",
+                   help="print the presets folder and the files in it (presets, DeepSpeed, "
+                        "accelerate and sbatch templates), then exit")
     p.add_argument("--run-dir", help="run folder (config run_dir)")
     p.add_argument("--max-steps", type=int, help="optimiser steps to train to (train.max_steps)")
     p.add_argument("--batch", type=int, help="per-device batch (train.batch)")
@@ -34,7 +39,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     # intermixed: overrides may come before and after the options (scripts append both)
-    return p.parse_intermixed_args(argv)
+    args = p.parse_intermixed_args(argv)
+    if not args.config and not args.list_presets:
+        p.error("the following arguments are required: --config")
+    return args
+
+
+def list_presets() -> None:
+    """The packaged presets folder and its files, one per line."""
+    root = config_dir()
+    lines = [f"presets folder: {root}"] + [
+        f"  {f.relative_to(root)}" for f in sorted(root.rglob("*"))
+        if f.is_file() and f.suffix in (".yaml", ".json", ".sbatch")]
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:  # `| head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def resolve(args: argparse.Namespace):
@@ -55,13 +75,27 @@ def resolve(args: argparse.Namespace):
     return cfg
 
 
+def require_extras(cfg: Config) -> None:
+    """The optional packages this config needs, checked before any work (MissingExtra)."""
+    if cfg.train.engine == "deepspeed":
+        require("deepspeed", "deepspeed", "train.engine=deepspeed")
+    if cfg.data.source == "ffcv":
+        require("ffcv.loader", "ffcv", "data.source=ffcv")
+    if cfg.train.eval_every_kimg > 0:
+        require("sklearn.datasets", "eval", "train.eval_every_kimg (the offline digits metric)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list_presets:
+        list_presets()
+        return 0
     try:
         cfg = resolve(args)
         if args.dry_run:
             print(dump_yaml(cfg), end="")
             return 0
+        require_extras(cfg)
         from ..train import train
 
         train(cfg, args.resume)
@@ -71,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except Diverged as e:  # past the guard's rollbacks: a requeue would not help
         print(f"vaegan-train: error: {e} (exit {DIVERGED_EXIT_CODE})", file=sys.stderr)
         return DIVERGED_EXIT_CODE
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, MissingExtra, FileNotFoundError) as e:
         print(f"vaegan-train: error: {e}", file=sys.stderr)
         return 2
     except Preempted as e:

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 
 def require_ffcv() -> None:
-    """Raise one clear line when FFCV cannot be imported."""
-    try:
-        import ffcv.loader  # noqa: F401
-    except Exception as e:
-        raise RuntimeError(
-            f"data.source=ffcv needs FFCV, which is not importable ({type(e).__name__}: "
-            f"{str(e)[:80]}); install it with `bash scripts/optional.sh .venv` (needs "
-            "libturbojpeg0-dev pkg-config libopencv-dev) or use data.source=wds") from e
+    """Raise MissingExtra (one line naming the `ffcv` extra) when FFCV cannot be imported."""
+    from ..extras import require
+
+    require("ffcv.loader", "ffcv", "data.source=ffcv")
 
 
 def make_loader(path: str, batch: int, workers: int, seed: int, distributed: bool = False,

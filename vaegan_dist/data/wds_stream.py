@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..codec import decode
+
 IMAGE_EXTS = ("jpg", "jpeg", "png")
 
 
@@ -41,8 +43,6 @@ def shard_plan(n_shards: int, seed: int, epoch: int, rank: int, world: int, work
 
 
 def _decode(sample: dict) -> tuple[np.ndarray, str]:
-    from data_prep.imaging import decode
-
     for ext in IMAGE_EXTS:
         if ext in sample:
             return decode(sample[ext], ext), sample["__key__"]
