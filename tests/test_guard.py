@@ -163,7 +163,8 @@ def test_an_unreadable_newest_checkpoint_is_skipped_on_resume(tmp_path, damage):
     else:  # one bit in the middle of the tensor data: torch.load alone may not notice
         data[len(data) // 2] ^= 0x10
     state.write_bytes(bytes(data))
-    v = procs.run([str(BIN / "vaegan-ckpt"), "verify", str(tmp_path)], timeout=120)
+    v = procs.run([sys.executable, "-m", "vaegan_dist.cli.ckpt", "verify", str(tmp_path)],
+                  timeout=120)
     assert v.returncode == 1 and "step-000000008  BAD" in v.stdout
     assert "falls back to step-000000004" in v.stdout
     r = cli(tmp_path, 10, EVERY_4)

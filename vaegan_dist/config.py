@@ -21,6 +21,7 @@ SOURCES = ("synthetic", "folder", "wds", "ffcv")
 ENGINES = ("ddp", "accelerate", "deepspeed")
 PRECISIONS = ("fp32", "bf16", "fp16")
 KL_REDUCTIONS = ("mean", "sum")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 class ConfigError(ValueError):
@@ -102,6 +103,8 @@ class TrainConfig:
     deepspeed_config: str = ""  # JSON file (configs/deepspeed/*.json) when engine=deepspeed
     channels_last: bool = True  # NHWC models and batches: 1.26x on CPU (bench/results/options.md)
     compile: bool = False  # torch.compile the three models
+    # torch.compile's mode: default | reduce-overhead (CUDA graphs) | max-autotune
+    compile_mode: str = "default"
     dist_timeout_s: float = 600.0  # bound on every collective: a dead rank ends the job
     # steps between the ranks' agreement on a stop request (a collective read on the host:
     # the only host sync of a step that does not log); a stop is acted on within this many
@@ -315,6 +318,7 @@ def validate(cfg: Config) -> None:
     if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
         raise ConfigError(f"train.device must be auto, cpu or cuda[:i], got '{t.device}'")
     _choice("train.engine", t.engine, ENGINES)
+    _choice("train.compile_mode", t.compile_mode, COMPILE_MODES)
     if t.engine == "deepspeed" and not t.deepspeed_config:
         raise ConfigError("train.engine=deepspeed needs train.deepspeed_config (a JSON file)")
     if t.dist_timeout_s <= 0:

@@ -325,7 +325,7 @@ def build_engine(cfg: Config, models: dict[str, nn.Module], optimizers: dict,
     else:
         eng = LocalEngine(models, optimizers, t.precision, device)
     if t.compile:
-        eng.modules = {k: torch.compile(m) for k, m in eng.modules.items()}
+        eng.modules = {k: torch.compile(m, mode=t.compile_mode) for k, m in eng.modules.items()}
     return eng
 
 

@@ -37,10 +37,12 @@ def step_noise(seed: int, step: int, global_batch: int, latent: int, vae: bool,
                device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor]:
     """(eps, z_g) for the whole global batch of a step, a pure function of (seed, step):
     every rank draws the same tensors and takes its slice, so 1 process x 2B and
-    2 processes x B (or 2 micro-batches of B) see identical noise per sample."""
-    g = torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
-    eps = torch.randn(global_batch, latent, generator=g) if vae else None
-    z_g = torch.randn(global_batch, latent, generator=g)
+    2 processes x B (or 2 micro-batches of B) see identical noise per sample. On CUDA the
+    noise is drawn there (its own generator: a copy from the host would wait for the GPU)."""
+    gen_device = device if device.type == "cuda" else torch.device("cpu")
+    g = torch.Generator(gen_device).manual_seed((seed * 1_000_003 + step) % (2**63))
+    eps = torch.randn(global_batch, latent, generator=g, device=gen_device) if vae else None
+    z_g = torch.randn(global_batch, latent, generator=g, device=gen_device)
     return (eps.to(device) if eps is not None else None), z_g.to(device)
 
 
