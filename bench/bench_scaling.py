@@ -23,8 +23,8 @@ WORKER = str(ROOT / "tests" / "dist_worker.py")
 def run(out: Path, procs: int, threads: int, batch: int, steps: int) -> float:
     """Median images/s over the steps after warm-up (from the per-step wall clock)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
-    args = [f"train.batch={batch}", f"train.max_steps={steps}", f"train.threads={threads}",
-            "train.log_every=1", "train.ckpt_every_kimg=1000000", "train.image_every_kimg=1000000"]
+    args = [f"train.batch={batch}", "--max-steps", str(steps), f"train.threads={threads}",
+            "--log-every", "1", "train.ckpt_every_kimg=1000000", "train.image_every_kimg=1000000"]
     if procs == 1:
         cmd = [sys.executable, WORKER, str(out), *args]
     else:

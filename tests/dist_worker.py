@@ -2,7 +2,8 @@
 of a torchrun / accelerate / hand-started job, and dumps this rank's per-step k (exact, as
 float.hex), statistics, parameter fingerprint and final parameters to OUT/rank{R}.*.
 
-    python tests/dist_worker.py OUT [--fail-at STEP --fail-rank R] [key=value ...]"""
+    python tests/dist_worker.py OUT [--fail-at STEP --fail-rank R] [vaegan-train options and
+                                key=value ...]"""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 
 from vaegan_dist import dist, engine, train
-from vaegan_dist.config import build_config
+from vaegan_dist.cli import train as cli_train
 
 
 def main() -> int:
@@ -26,11 +27,11 @@ def main() -> int:
     p.add_argument("--perturb-rank", type=int, default=-1,
                    help="this rank nudges a decoder weight after training, then saves")
     p.add_argument("--preset", default="tiny")
-    p.add_argument("overrides", nargs="*")
-    a = p.parse_intermixed_args()
+    a, rest = p.parse_known_intermixed_args()  # the rest: vaegan-train's options and keys
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = build_config(a.preset, [f"run_dir={out / 'run'}", *a.overrides])
+    cfg = cli_train.resolve(cli_train.parse_args(["--config", a.preset, "--run-dir",
+                                                  str(out / "run"), *rest]))
     records: list[dict] = []
     trainer = train.Trainer(cfg)
 

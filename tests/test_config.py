@@ -72,7 +72,7 @@ def test_cli_dry_run_prints_resolved_config():
                      "--max-steps", "7", "loss.gamma=0.2", "--dry-run"],
                     check=True, timeout=120).stdout
     data = yaml.safe_load(out)
-    assert data["train"]["batch"] == 4 and data["train"]["max_steps"] == 7
+    assert data["train"]["batch"] == 4 and data["train"]["kimg"] == 7 * 4 / 1000  # 7 steps
     assert data["loss"]["gamma"] == 0.2
 
 

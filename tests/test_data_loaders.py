@@ -171,14 +171,24 @@ def test_ffcv_loader_epoch_and_resume(shards):
 
 
 def test_end_to_end_train_on_shards(tmp_path):
+    """Train on shards; resume under other loader settings: the data source's state in the
+    checkpoint makes the resume say that the data order is re-derived, not replayed."""
     out = tmp_path / "shards"
     prep("synth", str(out), "--num", "64", "--size", "32", "--shard-size", "16")
-    r = procs.run([sys.executable, "-m", "vaegan_dist.cli.train", "--config", "tiny",
-                   "--run-dir", str(tmp_path / "run"), "--max-steps", "5",
-                   "data.source=wds", f"data.path={out}", "data.workers=1"],
-                  cwd=ROOT, timeout=300)
+
+    def train(steps: int, workers: int):
+        return procs.run([sys.executable, "-m", "vaegan_dist.cli.train", "--config", "tiny",
+                          "--run-dir", str(tmp_path / "run"), "--max-steps", str(steps),
+                          "data.source=wds", f"data.path={out}", f"data.workers={workers}"],
+                         cwd=ROOT, timeout=300)
+
+    r = train(5, 1)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert (tmp_path / "run").is_dir()
+    assert "data settings changed" not in r.stderr
+    r = train(7, 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from" in r.stdout
+    assert "warning: data settings changed since the checkpoint (workers 1 -> 2)" in r.stderr
 
 
 def test_digits_shards_real_images_and_train(tmp_path):

@@ -17,7 +17,7 @@ CPU_CONFIG = str(config_dir() / "accelerate" / "cpu_multi_process.yaml")  # pack
 def test_accelerate_launch_two_cpu_processes(tmp_path):
     p = run([ACCELERATE, "launch", "--config_file", CPU_CONFIG,
              "--num_processes", "2", WORKER, str(tmp_path), "train.engine=accelerate",
-             "train.max_steps=20", "train.batch=4", "train.threads=1",
+             "--max-steps", "20", "train.batch=4", "train.threads=1",
              "train.ckpt_every_kimg=0.08"])
     check(p)
     r0, w0 = load(tmp_path, 0)
@@ -32,6 +32,6 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
 def test_precision_conflict_with_the_launcher_is_an_error(tmp_path):
     p = run([ACCELERATE, "launch", "--config_file", CPU_CONFIG,
              "--num_processes", "2", "--mixed_precision", "bf16", WORKER, str(tmp_path),
-             "train.engine=accelerate", "train.max_steps=1", "train.batch=2"])
+             "train.engine=accelerate", "--max-steps", "1", "train.batch=2"])
     assert p.returncode != 0
     assert "set it in one place only" in p.stdout + p.stderr

@@ -10,7 +10,7 @@ import torch
 from tests.dist_util import check, load, max_diff, single, torchrun
 
 pytestmark = [pytest.mark.dist]
-COMMON = ["train.max_steps=4", "train.threads=1", "train.ckpt_every_kimg=0.016"]
+COMMON = ["--max-steps", "4", "train.threads=1", "train.ckpt_every_kimg=0.016"]
 
 
 @pytest.fixture(scope="module")

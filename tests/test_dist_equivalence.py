@@ -10,8 +10,8 @@ from tests.dist_util import check, load, max_diff, single, torchrun
 pytestmark = pytest.mark.dist
 
 K = 6  # optimiser steps
-COMMON = ["train.max_steps=6", "train.threads=1", "train.ckpt_every_kimg=0.024",
-          "train.log_every=1"]  # a checkpoint (and the rank agreement check) at step 3 and 6
+COMMON = ["--max-steps", "6", "train.threads=1", "train.ckpt_every_kimg=0.024",
+          "--log-every", "1"]  # a checkpoint (and the rank agreement check) at step 3 and 6
 # Float tolerance: the runs differ only in reduction order (a mean over 8 vs 2 x 4 samples,
 # gloo's sum of two ranks), ~1e-7 relative per step, amplified by Adam's division by
 # sqrt(v) on near-zero gradients: observed max |dw| ~2e-6 after 4-6 steps at lr 5e-4.
@@ -78,7 +78,7 @@ def test_checkpoints_written_after_rank_agreement(runs):
 def test_diverged_rank_is_an_error_at_checkpoint(tmp_path):
     """Rank 1 nudges one weight before the final save: the save refuses on every rank."""
     p = torchrun(tmp_path, 2, "train.batch=2", "--perturb-rank", "1", *COMMON[:2],
-                 "train.max_steps=2", "train.ckpt_every_kimg=100")
+                 "--max-steps", "2", "train.ckpt_every_kimg=100")
     assert p.returncode != 0
     assert "ranks diverged" in p.stdout + p.stderr
     assert "rank 1: decoder" in p.stdout + p.stderr

@@ -15,7 +15,7 @@ from tests import procs
 from tests.dist_util import ROOT, WORKER, env, torchrun
 
 pytestmark = pytest.mark.dist
-ARGS = ["train.batch=2", "train.threads=1", "train.max_steps=200", "train.ckpt_every_kimg=100",
+ARGS = ["train.batch=2", "train.threads=1", "--max-steps", "200", "train.ckpt_every_kimg=100",
         "train.dist_timeout_s=20", "--fail-at", "3", "--fail-rank", "1"]
 
 

@@ -23,8 +23,8 @@ def curves(tmp_path_factory):
     base = tmp_path_factory.mktemp("prec")
     out = {}
     for prec in ("fp32", "bf16"):
-        check(single(base / prec, f"train.precision={prec}", "train.max_steps=50",
-                     "train.log_every=1", "train.threads=2", "train.ckpt_every_kimg=100"))
+        check(single(base / prec, f"train.precision={prec}", "--max-steps", "50",
+                     "--log-every", "1", "train.threads=2", "train.ckpt_every_kimg=100"))
         out[prec] = load(base / prec, 0)[0]["records"]
     return out
 

@@ -91,7 +91,7 @@ def test_only_logging_and_stop_check_steps_read_the_device(tmp_path):
     """Through the real trainer loop on CPU: host reads by project code. The step itself
     has none; between steps, a logging step has one (the statistics, one copy) and a
     stop-check step one (the agreed flag); any other step none."""
-    cfg = build_config("tiny", [*SMALL, "train.max_steps=12", "train.log_every=4",
+    cfg = build_config("tiny", [*SMALL, "train.kimg=0.048", "train.log_every_kimg=0.016",
                                 "train.stop_check_every=6", "train.ckpt_every_kimg=0",
                                 f"run_dir={tmp_path}"])
     trainer = Trainer(cfg)
@@ -134,7 +134,7 @@ def test_one_process_under_a_launcher_runs_the_multi_process_path(tmp_path):
     """torchrun --nproc_per_node 1: a process group and DDP-wrapped models (the path every
     multi-GPU run takes, NCCL collectives and DDP hooks on a GPU), with results bit-identical
     to a plain process (DDP over one rank averages over one)."""
-    args = ["train.batch=4", "train.max_steps=4", "train.threads=1", "train.log_every=1"]
+    args = ["train.batch=4", "--max-steps", "4", "train.threads=1", "--log-every", "1"]
     check(torchrun(tmp_path / "launched", 1, *args))
     check(single(tmp_path / "plain", *args))
     launched, w_launched = load(tmp_path / "launched", 0)

@@ -38,8 +38,8 @@ def model(tmp_path_factory):
     from vaegan_dist.train import train
 
     d = tmp_path_factory.mktemp("attrs") / "run"
-    train(build_config("tiny", [f"run_dir={d}", f"train.max_steps={STEPS}", "train.threads=1",
-                                "train.log_every=50",
+    train(build_config("tiny", [f"run_dir={d}", f"train.kimg={STEPS * 16 / 1000}",
+                                "train.threads=1", "train.log_every_kimg=0.8",
                                 "train.image_every_kimg=0"]))
     return load_model(d)
 

@@ -18,16 +18,16 @@ from tests.resume_utils import final_state
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
-COMMON = ["train.device=cuda", "train.batch=8", "train.log_every=1", "train.threads=1"]
+COMMON = ["train.device=cuda", "train.batch=8", "train.log_every_kimg=0.008", "train.threads=1"]
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_one_gpu_torchrun_nccl_resumes_to_the_same_state(tmp_path, precision):
     args = [*COMMON, f"train.precision={precision}", "train.ckpt_every_kimg=0.08"]  # step 10
-    check(torchrun(tmp_path / "straight", 1, *args, "train.max_steps=20", timeout=600))
-    first = torchrun(tmp_path / "resumed", 1, *args, "train.max_steps=10", timeout=600)
+    check(torchrun(tmp_path / "straight", 1, *args, "train.kimg=0.16", timeout=600))
+    first = torchrun(tmp_path / "resumed", 1, *args, "train.kimg=0.08", timeout=600)
     check(first)
-    second = torchrun(tmp_path / "resumed", 1, *args, "train.max_steps=20", timeout=600)
+    second = torchrun(tmp_path / "resumed", 1, *args, "train.kimg=0.16", timeout=600)
     check(second)
     assert "resumed from" in second.stdout
     rec, _ = load(tmp_path / "straight", 0)
@@ -46,8 +46,8 @@ def test_a_step_that_does_not_log_never_synchronises(tmp_path):
     from vaegan_dist.config import build_config
     from vaegan_dist.train import Trainer
 
-    cfg = build_config("tiny", [*COMMON, "train.precision=bf16", "train.max_steps=12",
-                                "train.log_every=6", "train.ckpt_every_kimg=0",
+    cfg = build_config("tiny", [*COMMON, "train.precision=bf16", "train.kimg=0.096",
+                                "train.log_every_kimg=0.048", "train.ckpt_every_kimg=0",
                                 "train.image_every_kimg=0", f"run_dir={tmp_path}"])
     trainer = Trainer(cfg)
     step_fn = trainer.step_fn

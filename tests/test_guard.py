@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # 4 images a step: a checkpoint every 4 steps is 0.016 kimg
 SMALL = ["model.n=8", "model.latent=8", "model.d_latent=8", "train.batch=4", "train.threads=1",
-         "train.image_every_kimg=0", "train.grid=2", "data.num_images=64", "train.log_every=1"]
+         "train.image_every_kimg=0", "train.grid=2", "data.num_images=64",
+         "train.log_every_kimg=0.004"]
 EVERY_4 = "train.ckpt_every_kimg=0.016"
 
 
@@ -65,7 +66,7 @@ def snapshot(trainer: Trainer) -> dict:
 
 def test_a_nonfinite_step_updates_nothing_and_is_counted(tmp_path, monkeypatch):
     fault(monkeypatch, 5, 6)
-    trainer = Trainer(build_config("tiny", [*SMALL, "train.max_steps=8", f"run_dir={tmp_path}"]))
+    trainer = Trainer(build_config("tiny", [*SMALL, "train.kimg=0.032", f"run_dir={tmp_path}"]))
     after = {}
     trainer.on_step = lambda step, _s: after.__setitem__(step, snapshot(trainer))
     trainer.fit()
@@ -86,7 +87,7 @@ def test_a_nonfinite_step_updates_nothing_and_is_counted(tmp_path, monkeypatch):
 def test_guard_on_and_off_are_bit_identical_when_nothing_goes_wrong(tmp_path):
     runs = {}
     for on in (True, False):
-        t = Trainer(build_config("tiny", [*SMALL, "train.max_steps=6", f"guard.enabled={on}",
+        t = Trainer(build_config("tiny", [*SMALL, "train.kimg=0.024", f"guard.enabled={on}",
                                           f"run_dir={tmp_path / str(on)}"]))
         ks = []
         t.on_step = lambda _step, s, ks=ks: ks.append(float(s.k).hex())
@@ -144,7 +145,7 @@ def test_without_the_guard_no_nonfinite_checkpoint_is_written(tmp_path, monkeypa
     """Guard off, weights turn NaN at step 6: the checkpoints of steps 8 and 12 are refused,
     so keep-k rotation (keep=1) never removes the last finite one, step 4."""
     fault(monkeypatch, 6, 10**6, replay=True)
-    cfg = build_config("tiny", [*SMALL, "train.max_steps=12", "guard.enabled=false",
+    cfg = build_config("tiny", [*SMALL, "train.kimg=0.048", "guard.enabled=false",
                                 "train.keep=1", EVERY_4, f"run_dir={tmp_path}"])
     Trainer(cfg).fit()
     assert [p.name for p in ckpt.complete_checkpoints(tmp_path)] == ["step-000000004"]
@@ -240,8 +241,8 @@ def test_two_ranks_skip_and_roll_back_together_when_one_sees_nan(tmp_path, monke
     """Only rank 1's images turn NaN (steps 5 and 6): both ranks skip the same steps, roll
     back together to the same checkpoint and end with identical weights and k."""
     fault(monkeypatch, 5, 7, rank=1)
-    check(torchrun(tmp_path, 2, "train.batch=2", "train.max_steps=12", "train.threads=1",
-                   "train.log_every=1", "train.ckpt_every_kimg=0.016", "guard.rollback_after=2",
+    check(torchrun(tmp_path, 2, "train.batch=2", "--max-steps", "12", "train.threads=1",
+                   "--log-every", "1", "train.ckpt_every_kimg=0.016", "guard.rollback_after=2",
                    "train.stop_check_every=1"))
     (r0, w0), (r1, w1) = load(tmp_path, 0), load(tmp_path, 1)
     for rec in (r0, r1):

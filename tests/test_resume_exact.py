@@ -20,7 +20,9 @@ def _straight_and_resumed(tmp_path, nproc: int):
     r = run(train_cmd(b, 2 * K, "--ckpt-every", "3", nproc=nproc))
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resumed from {b}/checkpoints/step-{K:09d}" in r.stdout
-    assert "config change accepted on resume: train.max_steps: 4 -> 8" in r.stdout
+    # --max-steps stands for images: K steps of 4 images on each of nproc ranks
+    assert (f"config change accepted on resume: train.kimg: {K * 4 * nproc / 1000!r} -> "
+            f"{2 * K * 4 * nproc / 1000!r}") in r.stdout
     return a, b
 
 

@@ -15,9 +15,9 @@ from vaegan_dist.models import build_models
 from vaegan_dist.train import Trainer
 from vaegan_dist.variants import TERMS, VARIANTS, Variant
 
-SMALL = ["model.n=8", "model.latent=8", "model.d_latent=8", "train.batch=4", "train.max_steps=3",
-         "train.log_every=1", "train.image_every_kimg=0", "train.grid=2", "data.num_images=32",
-         "train.threads=1"]
+SMALL = ["model.n=8", "model.latent=8", "model.d_latent=8", "train.batch=4", "train.kimg=0.012",
+         "train.log_every_kimg=0.004", "train.image_every_kimg=0", "train.grid=2",
+         "data.num_images=32", "train.threads=1"]
 
 
 def train(tmp_path, name: str) -> tuple[Trainer, list[dict]]:

@@ -35,9 +35,9 @@ def run(tmp_path_factory):
     from vaegan_dist.train import train
 
     d = tmp_path_factory.mktemp("watch") / "run"
-    cfg = build_config("tiny", [f"run_dir={d}", f"train.max_steps={STEPS}", "train.batch=8",
-                                "data.num_images=256", "train.threads=1",
-                                "train.log_every=10", "train.image_every_kimg=0.2",
+    cfg = build_config("tiny", [f"run_dir={d}", f"train.kimg={STEPS * 8 / 1000}",
+                                "train.batch=8", "data.num_images=256", "train.threads=1",
+                                "train.log_every_kimg=0.08", "train.image_every_kimg=0.2",
                                 "train.eval_every_kimg=0.2", "train.grid=4"])
     train(cfg)
     return d
@@ -75,15 +75,15 @@ def test_tensorboard_holds_stats_scalars_and_fig4_images(run):
 
 
 def test_progress_line_has_eta():
-    import time
-
     from vaegan_dist.monitor import Progress
 
-    p = Progress(0, 100, 16)
-    time.sleep(0.05)
-    line = p.line(50, {"k": 0.1, "M": 0.2, "L_d": 0.3}, 123.0)
-    assert "nimg       800" in line and "ETA 00:00:0" in line and "123.0 img/s" in line
-    assert 0.03 < p.eta_s(50) < 1.0  # 50 steps remain at the rate of the first 50
+    now = [1000.0]
+    p = Progress(10, 110, clock=lambda: now[0])
+    assert "ETA --:--:--" in p.line(10, 160, {"k": 0.1, "M": 0.2, "L_d": 0.3}, 0.0)
+    now[0] += 80.0  # 50 steps in 80 s: the other 50 take 80 s more
+    line = p.line(60, 960, {"k": 0.1, "M": 0.2, "L_d": 0.3}, 123.0)
+    assert "nimg       960" in line and "ETA 00:01:20" in line and "123.0 img/s" in line
+    assert "( 54.5%)" in line and p.eta_s(60) == 80.0
 
 
 def test_sample_cli_grid_and_individual(run, tmp_path):

@@ -86,9 +86,13 @@ class DataConfig:
 class TrainConfig:
     batch: int = 16  # per device (per process); global = batch * accum * world_size
     accum: int = 1  # micro-batches per optimiser step
-    max_steps: int = 1000  # optimiser steps; nimg = steps * global batch
+    # Every length and interval of a run is counted in images (thousands: kimg), so runs
+    # with other batch sizes or process counts stay comparable; an interval fires at the
+    # first step whose image count reaches its next multiple. (stop_check_every counts
+    # steps: it is the loop's own cadence of a collective, not an interval of the run.)
+    kimg: float = 16.0  # the run's length: it ends at the first step with nimg >= kimg * 1000
     seed: int = 0
-    log_every: int = 10  # steps between stats.jsonl lines
+    log_every_kimg: float = 0.16  # stats.jsonl line, TensorBoard scalars, console status
     image_every_kimg: float = 10.0  # sample grid / TensorBoard images interval
     ckpt_every_kimg: float = 50.0  # checkpoint interval in thousands of images
     keep: int = 3  # newest complete checkpoints kept
@@ -291,7 +295,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.resolution must be a power of two in 32..1024, got {r}")
     for key, v in (("model.n", m.n), ("model.latent", m.latent), ("model.d_latent", m.d_latent),
                    ("train.batch", t.batch), ("train.accum", t.accum),
-                   ("train.log_every", t.log_every), ("train.keep", t.keep),
+                   ("train.keep", t.keep),
                    ("train.stop_check_every", t.stop_check_every),
                    ("guard.rollback_after", cfg.guard.rollback_after),
                    ("train.grid", t.grid)):
@@ -301,8 +305,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"guard.lr_scale must be in (0, 1], got {cfg.guard.lr_scale}")
     if cfg.guard.max_rollbacks < 0:
         raise ConfigError(f"guard.max_rollbacks must be >= 0, got {cfg.guard.max_rollbacks}")
-    if t.max_steps < 0:
-        raise ConfigError(f"train.max_steps must be >= 0, got {t.max_steps}")
+    if t.kimg < 0:
+        raise ConfigError(f"train.kimg must be >= 0, got {t.kimg}")
+    if t.log_every_kimg <= 0:
+        raise ConfigError(f"train.log_every_kimg must be > 0, got {t.log_every_kimg}")
     _choice("loss.variant", cfg.loss.variant, tuple(VARIANTS))
     _choice("loss.kl_reduction", cfg.loss.kl_reduction, KL_REDUCTIONS)
     for key in ("alpha", "beta", "gamma", "eta"):

@@ -5,6 +5,7 @@ train.py so the loop only calls three methods."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -46,21 +47,23 @@ def cuda_max_alloc_gib(device: torch.device) -> float | None:
 class Progress:
     """Console status line: nimg, img/s, k, M and an ETA from the rate since start."""
 
-    def __init__(self, start_step: int, max_steps: int, global_batch: int):
-        self.start, self.max_steps, self.gb = start_step, max_steps, global_batch
-        self.t0 = time.perf_counter()
+    def __init__(self, start_step: int, max_steps: int,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.start, self.max_steps = start_step, max_steps
+        self.clock = clock
+        self.t0 = clock()
 
     def eta_s(self, step: int) -> float:
         done = step - self.start
         if done <= 0:
             return float("nan")
-        return (time.perf_counter() - self.t0) / done * (self.max_steps - step)
+        return (self.clock() - self.t0) / done * (self.max_steps - step)
 
-    def line(self, step: int, stats: dict, ips: float) -> str:
+    def line(self, step: int, nimg: int, stats: dict, ips: float) -> str:
         eta = self.eta_s(step)
         eta_s = "--:--:--" if eta != eta else time.strftime("%H:%M:%S", time.gmtime(eta))
         pct = 100.0 * step / max(self.max_steps, 1)
-        return (f"step {step:>7d}/{self.max_steps} ({pct:5.1f}%) nimg {step * self.gb:>9d} "
+        return (f"step {step:>7d}/{self.max_steps} ({pct:5.1f}%) nimg {nimg:>9d} "
                 f"{ips:7.1f} img/s k {stats['k']:.5f} M {stats['M']:.4f} "
                 f"L_d {stats['L_d']:.4f} ETA {eta_s}")
 

@@ -71,17 +71,18 @@ def weights_of(models: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
 
 
 class Counter:
-    """Optimiser steps done and the images they consumed (the run's position)."""
+    """The run's position: optimiser steps done (data order and noise are functions of it)
+    and the images they consumed (the unit of every length and interval)."""
 
-    def __init__(self, global_batch: int, world: int, engine: str):
-        self.step, self.global_batch, self.world, self.engine = 0, global_batch, world, engine
+    def __init__(self, world: int, engine: str):
+        self.step, self.nimg, self.world, self.engine = 0, 0, world, engine
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "nimg": self.step * self.global_batch,
-                "world_size": self.world, "engine": self.engine}
+        return {"step": self.step, "nimg": self.nimg, "world_size": self.world,
+                "engine": self.engine}
 
     def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
+        self.step, self.nimg = int(state["step"]), int(state["nimg"])
 
 
 class Trainer:
@@ -105,7 +106,8 @@ class Trainer:
         # bad steps in a row before a rollback (at once where a bad step cannot be skipped)
         self.rollback_after = cfg.guard.rollback_after if self.engine.can_skip else 1
         self.lr = LrHalving(cfg.optim, self.engine.optimizers)
-        self.counter = Counter(self.global_batch, self.world, t.engine)
+        self.counter = Counter(self.world, t.engine)
+        self.total_nimg = round(t.kimg * 1000)
         self.source = build_source(cfg, self.world, self.rank, self.device)
         self.stats = StatsWriter(self.run_dir, dist.is_main())
         self.z_fixed = fixed_latent(cfg, self.device)
@@ -148,7 +150,7 @@ class Trainer:
                            "there is no checkpoint yet"))
             return None
         meta = {"config": dump_yaml(self.cfg), "step": str(self.step),
-                "nimg": str(self.step * self.global_batch)}
+                "nimg": str(self.counter.nimg)}
         return ckpt.save(self.run_dir, self.step, state, weights_of(self.models), meta,
                          self.cfg.train.keep, shards=self.engine.save_shards,
                          checksums=self.cfg.train.checksums)
@@ -242,7 +244,7 @@ class Trainer:
         dist.print0(f"guard: {streak} non-finite steps in a row at step {at}: rolled back to "
                     f"{target.name} (step {self.step}), lr {old:g} -> {self.lr.lr:g} "
                     f"(rollback {rollbacks} of at most {gc.max_rollbacks})")
-        self.stats.write({"step": self.step, "nimg": self.step * self.global_batch,
+        self.stats.write({"step": self.step, "nimg": self.counter.nimg,
                           "rollback": rollbacks, "from_step": at, "lr": self.lr.lr})
 
     # --- the loop ----------------------------------------------------------------------
@@ -255,7 +257,7 @@ class Trainer:
     def sample_grid(self, real: torch.Tensor | None = None) -> Path | None:
         """The fixed-latent sample grid and, given real images, the Fig. 4 reconstructions."""
         x = self.models["decoder"](self.z_fixed)
-        nimg = self.step * self.global_batch
+        nimg = self.counter.nimg
         self.stats.image("samples/fixed_z", make_grid(x, self.cfg.train.grid), nimg)
         if real is not None and dist.is_main():
             for tag, grid in fig4_grids(self.models, real, self.z_fixed, 8).items():
@@ -265,17 +267,21 @@ class Trainer:
         return None
 
     def _crossed(self, kimg: float, nimg: int) -> bool:
-        every = int(kimg * 1000)
+        """Did the step that ended at `nimg` images reach the next multiple of kimg?"""
+        every = round(kimg * 1000)
         return every > 0 and (nimg // every) > ((nimg - self.global_batch) // every)
 
     def fit(self, resume_from: str | None = None) -> dict:
         cfg, t = self.cfg, self.cfg.train
         self.write_config()
         self.resume(resume_from)
+        last_step = self.step + max(0, -(-(self.total_nimg - self.counter.nimg)
+                                         // self.global_batch))
         dist.print0(f"training {cfg.loss.variant} {cfg.model.resolution}px: "
                     f"{self.world} process(es) x batch {t.batch} x accum {t.accum} = "
-                    f"{self.global_batch} images/step, steps {self.step}..{t.max_steps}")
-        watch = _Watch(Progress(self.step, t.max_steps, self.global_batch),
+                    f"{self.global_batch} images/step, {self.counter.nimg}..{self.total_nimg} "
+                    f"images (steps {self.step}..{last_step})")
+        watch = _Watch(Progress(self.step, last_step),
                        OfflineEval() if t.eval_every_kimg > 0 and dist.is_main() else None)
         guard = pre.PreemptGuard(self.run_dir, t.time_budget_s, self.device)
         with guard:
@@ -289,9 +295,9 @@ class Trainer:
         return watch.last
 
     def _loop(self, guard: pre.PreemptGuard, w: _Watch) -> bool:
-        """Steps until max_steps (False) or an agreed stop request (True, checkpoint saved)."""
+        """Steps until train.kimg (False) or an agreed stop request (True, checkpoint saved)."""
         t = self.cfg.train
-        while self.step < t.max_steps:
+        while self.counter.nimg < self.total_nimg:
             batches = self.source.micro_batches(self.step)
             if t.channels_last:
                 batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
@@ -302,11 +308,12 @@ class Trainer:
             if self.on_step is not None:
                 self.on_step(self.step, stats)
             self.counter.step += 1
-            nimg = self.step * self.global_batch
+            self.counter.nimg += self.global_batch
+            nimg, done = self.counter.nimg, self.counter.nimg >= self.total_nimg
             w.n_log += self.global_batch
             if self.cfg.optim.lr_halving:  # reads M on the host: a sync, only when halving
                 self.lr.update(stats.host()["M"], nimg)
-            if self.step % t.log_every == 0 or self.step == t.max_steps:
+            if self._crossed(t.log_every_kimg, nimg) or done:
                 self._log(stats.host(), nimg, w)
             if self._crossed(t.image_every_kimg, nimg):
                 self.sample_grid(w.batch)
@@ -318,8 +325,7 @@ class Trainer:
                                                             for k, v in scores.items()))
             if self._crossed(t.ckpt_every_kimg, nimg):
                 self.save()
-            if (self.step < t.max_steps and self.step % t.stop_check_every == 0
-                    and self._check(guard)):
+            if not done and self.step % t.stop_check_every == 0 and self._check(guard):
                 self.save_if_new()
                 guard.mark_requeue(self.step)
                 dist.print0(f"stopping at step {self.step} ({guard.reason}): checkpoint "
@@ -345,7 +351,7 @@ class Trainer:
         if (cuda_gib := cuda_max_alloc_gib(self.device)) is not None:
             w.last["cuda_max_alloc_gib"] = cuda_gib
         self.stats.write(w.last)
-        dist.print0(w.progress.line(self.step, stats, ips))
+        dist.print0(w.progress.line(self.step, nimg, stats, ips))
         if stats.get("skipped"):
             dist.print0(f"guard: step {self.step} had non-finite losses or gradients and was "
                         f"skipped ({stats['skipped_steps']} skipped so far)")

@@ -1,5 +1,5 @@
-"""vaegan-train --config NAME|PATH [--run-dir DIR] [--max-steps N] [--batch B] [--seed S]
-[--log-every N] [--ckpt-every N] [--resume PATH] [--dry-run] [key=value ...]"""
+"""vaegan-train --config NAME|PATH [--run-dir DIR] [--kimg K | --max-steps N] [--batch B]
+[--seed S] [--log-every N] [--ckpt-every N] [--resume PATH] [--dry-run] [key=value ...]"""
 
 from __future__ import annotations
 
@@ -29,10 +29,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="print the presets folder and the files in it (presets, DeepSpeed, "
                         "accelerate and sbatch templates), then exit")
     p.add_argument("--run-dir", help="run folder (config run_dir)")
-    p.add_argument("--max-steps", type=int, help="optimiser steps to train to (train.max_steps)")
+    p.add_argument("--kimg", type=float, help="the run's length in thousands of images "
+                   "(train.kimg)")
+    p.add_argument("--max-steps", type=int, help="the run's length in optimiser steps of this "
+                   "launch's global batch (stored as train.kimg)")
     p.add_argument("--batch", type=int, help="per-device batch (train.batch)")
     p.add_argument("--seed", type=int, help="seed (train.seed)")
-    p.add_argument("--log-every", type=int, help="steps between stats lines (train.log_every)")
+    p.add_argument("--log-every", type=int,
+                   help="steps between stats lines (stored as train.log_every_kimg)")
     p.add_argument("--ckpt-every", type=int,
                    help="steps between checkpoints (stored as train.ckpt_every_kimg)")
     p.add_argument("--resume", help="resume from this checkpoint folder instead of the newest")
@@ -57,22 +61,31 @@ def list_presets() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def resolve(args: argparse.Namespace):
+STEP_FLAGS = (("max_steps", "train.kimg"), ("log_every", "train.log_every_kimg"),
+              ("ckpt_every", "train.ckpt_every_kimg"))
+
+
+def resolve(args: argparse.Namespace) -> Config:
+    """The config: preset, then the options and key=value overrides, validated once. The
+    step flags are written as the kimg keys they stand for (N steps of this launch's
+    global batch: per-device batch x accum x the launcher's world size), before validation,
+    so the resolved config (config.yaml) is what runs."""
     ov = list(args.overrides)
-    for flag, key in (("run_dir", "run_dir"), ("max_steps", "train.max_steps"),
-                      ("batch", "train.batch"), ("seed", "train.seed"),
-                      ("log_every", "train.log_every")):
+    for flag, key in (("run_dir", "run_dir"), ("batch", "train.batch"), ("seed", "train.seed"),
+                      ("kimg", "train.kimg")):
         v = getattr(args, flag)
         if v is not None:
             ov.append(f"{key}={v}")
-    cfg = build_config(args.config, ov)
-    if args.ckpt_every is not None:
-        if args.ckpt_every < 1:
-            raise ConfigError(f"--ckpt-every must be >= 1, got {args.ckpt_every}")
-        world = dist.resolve_env().world_size
-        global_batch = cfg.train.batch * cfg.train.accum * world
-        cfg.train.ckpt_every_kimg = args.ckpt_every * global_batch / 1000
-    return cfg
+    steps = [(flag, key, getattr(args, flag)) for flag, key in STEP_FLAGS
+             if getattr(args, flag) is not None]
+    if steps:
+        base = build_config(args.config, ov).train
+        global_batch = base.batch * base.accum * dist.resolve_env().world_size
+        for flag, key, n in steps:
+            if n < 1:
+                raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {n}")
+            ov.append(f"{key}={n * global_batch / 1000!r}")
+    return build_config(args.config, ov)
 
 
 def require_extras(cfg: Config) -> None:
