@@ -26,9 +26,11 @@ OVERRIDES = ["train.threads=1", "model.n=8", "model.latent=8", "model.d_latent=8
              "train.image_every_kimg=0", "train.grid=2", "data.num_images=64"]
 
 
-def cli_args(run_dir: Path, steps: int, *opts: str, overrides: tuple[str, ...] = ()) -> list[str]:
-    return [*OPTS, "--run-dir", str(run_dir), "--max-steps", str(steps), *opts,
-            *OVERRIDES, *overrides]
+def cli_args(run_dir: Path, steps: int | None, *opts: str,
+             overrides: tuple[str, ...] = ()) -> list[str]:
+    """The CLI arguments of a small run; steps None: the length comes in `overrides`."""
+    length = [] if steps is None else ["--max-steps", str(steps)]
+    return [*OPTS, "--run-dir", str(run_dir), *length, *opts, *OVERRIDES, *overrides]
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -37,7 +39,7 @@ def env(**extra: str) -> dict[str, str]:
     return e
 
 
-def train_cmd(run_dir: Path, steps: int, *extra: str, nproc: int = 1,
+def train_cmd(run_dir: Path, steps: int | None, *extra: str, nproc: int = 1,
               overrides: tuple[str, ...] = ()) -> list[str]:
     args = cli_args(run_dir, steps, *extra, overrides=overrides)
     if nproc == 1:

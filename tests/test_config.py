@@ -78,7 +78,8 @@ def test_cli_dry_run_prints_resolved_config():
 
 @pytest.mark.parametrize("args", [["--config", "tiny", "loss.alpah=1"],
                                   ["--config", "missing-preset"],
-                                  ["--config", "tiny", "train.batch=-3"]])
+                                  ["--config", "tiny", "train.batch=-3"],
+                                  ["--config", "tiny", "--max-steps", "3", "train.kimg=1"]])
 def test_cli_errors_are_one_line(args, tmp_path):
     r = procs.run([bin_path("vaegan-train"), *args, "--run-dir", str(tmp_path)], timeout=120)
     assert r.returncode == 2

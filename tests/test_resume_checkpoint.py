@@ -79,11 +79,14 @@ def test_state_loads_weights_only_and_names_are_unwrapped(tmp_path):
 
     w = weights_of({"disc": Wrapper(lin)})
     assert set(w) == {"disc.weight", "disc.bias"}
-    # a pickled arbitrary object inside state.pt is refused by weights_only loading
+    # a pickled arbitrary object inside state.pt: the checksum catches the changed file, and
+    # without checksums weights_only loading refuses it
     _save(tmp_path, 1)
     torch.save({"evil": os.system}, ckpt.step_dir(tmp_path, 1) / "state.pt")
-    with pytest.raises(ckpt.CheckpointError, match="cannot read"):
+    with pytest.raises(ckpt.CheckpointError, match="checksum mismatch in state.pt"):
         ckpt.load(ckpt.step_dir(tmp_path, 1))
+    with pytest.raises(ckpt.CheckpointError, match="cannot read"):
+        ckpt.load(ckpt.step_dir(tmp_path, 1), verify=False)
 
 
 def _rank_worker(rank: int, world: int, init_file: str, run_dir: str, log: str) -> None:
@@ -120,4 +123,5 @@ def test_rank_other_than_zero_writes_no_shared_file(tmp_path):
                       for s in (1, 2, 3)], writes
     final = run_dir / "checkpoints" / "step-000000003"
     assert sorted(p.name for p in final.iterdir()) == [
-        "COMPLETE", "rng-rank0.pt", "rng-rank1.pt", "state.pt", "weights.safetensors"]
+        "COMPLETE", "checksums.json", "rng-rank0.pt", "rng-rank1.pt", "state.pt",
+        "weights.safetensors"]

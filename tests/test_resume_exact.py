@@ -45,22 +45,25 @@ def test_exact_resume_two_gloo_processes(tmp_path):
     _check(a, b)
     # every rank wrote (only) its own RNG file into the shared folder
     names = sorted(p.name for p in (b / "checkpoints" / f"step-{2 * K:09d}").iterdir())
-    assert names == ["COMPLETE", "rng-rank0.pt", "rng-rank1.pt", "state.pt",
+    assert names == ["COMPLETE", "checksums.json", "rng-rank0.pt", "rng-rank1.pt", "state.pt",
                      "weights.safetensors"]
 
 
 @pytest.mark.dist
 def test_resume_with_another_world_size(tmp_path):
-    """2 processes -> 1: models, optimisers, controller carry over; data order re-derived."""
+    """2 processes -> 1: models, optimisers, controller carry over; data order re-derived;
+    the image count goes on (K steps of 2 x 4 images, then 2 steps of 4 more)."""
     run_dir = tmp_path / "r"
     r = run(train_cmd(run_dir, K, nproc=2))
     assert r.returncode == 0, r.stderr[-3000:]
     before = final_state(run_dir)
-    r = run(train_cmd(run_dir, K + 2))
+    assert before["progress"]["nimg"] == K * 8
+    r = run(train_cmd(run_dir, None, overrides=(f"train.kimg={(K * 8 + 2 * 4) / 1000}",)))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "world size 2 -> 1" in r.stdout
     after = final_state(run_dir)
     assert after["progress"]["step"] == K + 2 and after["progress"]["world_size"] == 1
+    assert after["progress"]["nimg"] == K * 8 + 2 * 4
     assert before["progress"]["world_size"] == 2
     # the optimiser went on from the saved moments (Adam's step count continues)
     st = next(iter(after["optimizers"]["disc"]["state"].values()))["step"]

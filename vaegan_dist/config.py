@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +104,9 @@ class TrainConfig:
     time_budget_s: float = 0.0  # stop cleanly (checkpoint) after this many seconds; 0 = off
     engine: str = "ddp"  # ddp (one process, or DDP under a launcher) | accelerate | deepspeed
     deepspeed_config: str = ""  # JSON file (configs/deepspeed/*.json) when engine=deepspeed
-    channels_last: bool = True  # NHWC models and batches: 1.26x on CPU (bench/results/options.md)
+    # NHWC models and batches: 1.26x on CPU (bench/results/options.md); resolved to false
+    # under DeepSpeed (its parameter broadcast needs contiguous weights)
+    channels_last: bool = True
     compile: bool = False  # torch.compile the three models
     # torch.compile's mode: default | reduce-overhead (CUDA graphs) | max-autotune
     compile_mode: str = "default"
@@ -276,9 +277,8 @@ def build_config(preset: str | None, overrides: list[str] | None = None) -> Conf
 def resolve(cfg: Config) -> None:
     """Settings that depend on others, decided once before validation, so the resolved
     config (config.yaml) is what runs and nothing changes it afterwards."""
-    if cfg.train.engine == "deepspeed" and cfg.train.channels_last:
+    if cfg.train.engine == "deepspeed":
         # DeepSpeed broadcasts parameters as flat byte views, which NHWC weights are not
-        print("vaegan-train: train.channels_last=false under DeepSpeed", file=sys.stderr)
         cfg.train.channels_last = False
 
 

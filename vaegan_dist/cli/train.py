@@ -78,6 +78,9 @@ def resolve(args: argparse.Namespace) -> Config:
             ov.append(f"{key}={v}")
     steps = [(flag, key, getattr(args, flag)) for flag, key in STEP_FLAGS
              if getattr(args, flag) is not None]
+    for flag, key, _ in steps:
+        if any(o.split("=", 1)[0].strip() == key for o in ov):
+            raise ConfigError(f"--{flag.replace('_', '-')} and {key} both given: give one")
     if steps:
         base = build_config(args.config, ov).train
         global_batch = base.batch * base.accum * dist.resolve_env().world_size
