@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of README.md (and of .ci/run): lint, then the default test suite.
-#   bash scripts/test.sh            default suite (< 15 min on 2 cores), slurm tests included
-#                                   where a local cluster can be started (root, Debian)
+#   bash scripts/test.sh            default suite, slurm tests included where a local cluster
+#                                   can be started (root, Debian); VAEGAN_TEST_WORKERS (2)
+#                                   pytest-xdist workers, each test module on one worker
 #   bash scripts/test.sh --slow     also the tests marked slow
 # Extra arguments go to pytest.
 set -euo pipefail
@@ -18,5 +19,9 @@ fi
 if [ "${1:-}" = "--slow" ]; then MARK="${MARK/not slow and /}"; shift; fi
 dirs=(); for d in vaegan_dist data_prep launch tests bench; do [ -d "$d" ] && dirs+=("$d"); done
 "$VENV/bin/ruff" check "${dirs[@]}"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-exec "$VENV/bin/python" -m pytest -m "$MARK" "$@"
+# one thread per process: the workers (and the processes the tests start) share the cores
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$VENV/torch_extensions}
+WORKERS=${VAEGAN_TEST_WORKERS:-2}
+XDIST=(); [ "$WORKERS" -gt 1 ] && XDIST=(-n "$WORKERS" --dist loadscope)
+exec "$VENV/bin/python" -m pytest -m "$MARK" "${XDIST[@]}" "$@"

@@ -21,6 +21,13 @@ if [ "$(cat "$VENV/.vaegan-stamp" 2>/dev/null)" != "$want" ]; then
     { tail -n 30 "$log" >&2; echo "[venv] install failed: see $log" >&2; exit 1; }
   # optional extras that need system libraries (FFCV) are installed by scripts/optional.sh
   if [ -x scripts/optional.sh ]; then bash scripts/optional.sh "$VENV" >&2 || true; fi
+  # DeepSpeed compiles its CPU shared-memory allreduce op at its first start (~35 s): build
+  # it once here, into the venv (scripts/test.sh points TORCH_EXTENSIONS_DIR at it)
+  if "$VENV/bin/python" -c "import deepspeed" >/dev/null 2>&1; then
+    TORCH_EXTENSIONS_DIR="$VENV/torch_extensions" "$VENV/bin/python" -c \
+      "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()" \
+      >>"$log" 2>&1 || echo "[venv] DeepSpeed's shm op did not build (see $log): its tests build it" >&2
+  fi
   echo "$want" > "$VENV/.vaegan-stamp"
 fi
 echo "$VENV"
