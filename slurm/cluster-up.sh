@@ -15,7 +15,7 @@ if ! dpkg -s $PKGS >/dev/null 2>&1; then
   apt-get install -y -q $PKGS >/dev/null 2>&1 ||
     { apt-get update -q >/dev/null && apt-get install -y -q $PKGS >/dev/null; }
 fi
-NCPU=$(nproc)
+NCPU=$(nproc --all)  # --all: plain nproc honours OMP_NUM_THREADS (1 in the tests)
 MEM=$(( $(awk '/MemTotal/{print $2}' /proc/meminfo) / 1024 - 1024 ))
 
 [ -s /etc/munge/munge.key ] || dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none
