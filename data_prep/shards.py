@@ -15,19 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vaegan_dist.fileio import sha256_file
+
 from . import imaging
 from .imaging import Settings, Skip
 from .inputs import Item, Listing
 
 PARTS = ".parts"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -36,15 +35,9 @@ RUNS = {
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}; torch {torch.__version__}"
+    from bench.common import cpu_model
+
+    return f"{cpu_model()}; torch {torch.__version__}"
 
 
 def run(name: str, extra: list[str] | None = None) -> dict:

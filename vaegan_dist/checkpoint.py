@@ -8,7 +8,6 @@ final name is always whole. Only rank 0 writes shared files."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from . import dist
+from .fileio import sha256_file
 
 MARKER = "COMPLETE"
 CHECKSUMS = "checksums.json"  # SHA-256 of every file, written before the marker
@@ -94,14 +94,6 @@ class CheckpointWriteError(CheckpointError):
 
 
 SAVE_FAILED_EXIT_CODE = 74  # EX_IOERR
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _reason(e: BaseException, root: Path) -> str:
@@ -190,7 +182,7 @@ def _write_shared(tmp: Path, final: Path, root: Path, step: int, state: dict,
     save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
               str(tmp / "weights.safetensors"), metadata=meta)
     if checksums:
-        sums = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*"))
+        sums = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*"))
                 if p.is_file()}
         with open(tmp / CHECKSUMS, "w") as f:
             json.dump(sums, f, indent=1)
@@ -266,7 +258,7 @@ def verify_checksums(path: Path, names: list[str] | None = None) -> list[str]:
     bad = []
     for name in names if names is not None else list(recorded):
         f = path / name
-        if name in recorded and (not f.is_file() or _sha256(f) != recorded[name]):
+        if name in recorded and (not f.is_file() or sha256_file(f) != recorded[name]):
             bad.append(name)
     return bad
 
