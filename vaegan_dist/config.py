@@ -39,6 +39,13 @@ class LossConfig:
     gamma: float = 0.1
     eta: float = 0.5
     kl_reduction: str = "mean"  # mean over batch and latent dims, or "sum" over dims
+    # the controller's error e_t (losses.controller_error): eq10 | eq11_printed | weighted_mean
+    error_reading: str = "eq10"
+    # scale of D's latents inside L_s (losses.normalize_latents): none | rms | std | tanh
+    ls_norm: str = "none"
+    # how began_star_lsm compares unpaired real/fake latents: pair (per-sample L1 to an
+    # unrelated real image) | mean | mean_std (feature matching of batch statistics)
+    ls_match: str = "pair"
 
 
 @dataclass
@@ -240,6 +247,13 @@ def validate(cfg: Config) -> None:
                           f"got '{cfg.loss.variant}'")
     if cfg.loss.kl_reduction not in ("mean", "sum"):
         raise ConfigError(f"loss.kl_reduction must be mean or sum, got '{cfg.loss.kl_reduction}'")
+    from .losses import ERROR_READINGS, LS_MATCHES, LS_NORMS
+
+    for key, choices in (("error_reading", ERROR_READINGS), ("ls_norm", LS_NORMS),
+                         ("ls_match", LS_MATCHES)):
+        if getattr(cfg.loss, key) not in choices:
+            raise ConfigError(f"loss.{key} must be one of {', '.join(choices)}, "
+                              f"got '{getattr(cfg.loss, key)}'")
     for key in ("alpha", "beta", "gamma", "eta"):
         if getattr(cfg.loss, key) < 0:
             raise ConfigError(f"loss.{key} must be >= 0")

@@ -5,22 +5,26 @@ computes bit-identical k_t without a broadcast."""
 
 from __future__ import annotations
 
+from .losses import controller_error
+
 
 class PIDController:
-    """e_t = eta L_d - (L_g + alpha L_v);
+    """e_t = eta L_d - (L_g + alpha L_v), or another `reading` (losses.controller_error);
     k_t = clip(k_{t-1} + l1 e_t + l2 (e_t - e_{t-1}) + l3 (e_t - 2 e_{t-1} + e_{t-2}), 0, 1)."""
 
     def __init__(self, l1: float, l2: float, l3: float, eta: float, alpha: float,
-                 k0: float = 0.0):
+                 k0: float = 0.0, reading: str = "eq10"):
         self.l1, self.l2, self.l3 = float(l1), float(l2), float(l3)
         self.eta, self.alpha = float(eta), float(alpha)
+        self.reading = reading
+        controller_error(0.0, 0.0, 0.0, self.eta, self.alpha, reading)  # unknown: ValueError
         self.k = float(k0)
         self.e1 = 0.0  # e_{t-1}
         self.e2 = 0.0  # e_{t-2}
         self.steps = 0
 
     def error(self, L_d: float, L_g: float, L_v: float = 0.0) -> float:
-        return self.eta * float(L_d) - (float(L_g) + self.alpha * float(L_v))
+        return controller_error(L_d, L_g, L_v, self.eta, self.alpha, self.reading)
 
     def update(self, L_d: float, L_g: float, L_v: float = 0.0) -> float:
         """Advance one iteration; returns k_t (used by the next step's L_dis)."""
@@ -34,7 +38,8 @@ class PIDController:
 
     def state_dict(self) -> dict:
         return {"k": self.k, "e1": self.e1, "e2": self.e2, "steps": self.steps,
-                "gains": [self.l1, self.l2, self.l3], "eta": self.eta, "alpha": self.alpha}
+                "gains": [self.l1, self.l2, self.l3], "eta": self.eta, "alpha": self.alpha,
+                "reading": self.reading}
 
     def load_state_dict(self, state: dict) -> None:
         self.k = float(state["k"])

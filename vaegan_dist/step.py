@@ -27,7 +27,7 @@ from . import dist
 from .config import LossConfig
 from .controller import PIDController
 from .engine import Engine
-from .losses import active_units, convergence, kl_normal, l1
+from .losses import active_units, kl_normal, l1, latent_similarity
 from .models import reparameterize
 
 TERMS = ("L_d", "L_g", "L_v", "L_e", "L_n", "L_s", "L_dis", "L_gen", "L_enc")
@@ -96,14 +96,14 @@ def compute_losses(f: Forward, cfg: LossConfig, k: float) -> dict[str, torch.Ten
         t["L_v"] = l1(f.x_v, f.rec_v)  # Eq. 7
         t["L_e"] = l1(f.x, f.x_v)  # Eq. 2
         t["L_n"] = kl_normal(f.mu, f.logvar, cfg.kl_reduction)  # Eq. 3
-        t["L_s"] = l1(f.z_d, f.z_v_d)  # Eq. 9
+        t["L_s"] = latent_similarity(f.z_d, f.z_v_d, cfg.ls_norm)  # Eq. 9 (paired)
         adv = t["L_g"] + a * t["L_v"]
         t["L_dis"] = t["L_d"] - k * adv  # Eq. 13
         t["L_gen"] = adv + b * t["L_s"] + c * t["L_e"]  # Eq. 14
         t["L_enc"] = t["L_n"] + b * t["L_s"] + c * t["L_e"]  # Eq. 15
     elif cfg.variant == "began_star_lsm":
         # no VAE: the learned similarity compares D's latents of real and generated images
-        t["L_s"] = l1(f.z_d, f.z_g_d)
+        t["L_s"] = latent_similarity(f.z_d, f.z_g_d, cfg.ls_norm, cfg.ls_match)
         t["L_dis"] = t["L_d"] - k * t["L_g"]
         t["L_gen"] = t["L_g"] + b * t["L_s"]
     else:  # began
@@ -186,7 +186,8 @@ class TrainStep:
         L_d, L_g, L_v = vals[0], vals[1], vals[2]
         stats["k_prev"] = k_prev
         stats["k"] = self.controller.update(L_d, L_g, L_v)
-        stats["M"] = convergence(L_d, L_g, L_v, self.cfg.eta, self.cfg.alpha)
+        stats["e"] = self.controller.e1  # e_t of this step (the configured reading)
+        stats["M"] = L_d + abs(stats["e"])  # convergence measure, L_d + |e_t|
         if self.vae:
             stats["active_units"] = vals[-1]
         return stats

@@ -30,8 +30,10 @@ def build_controller(cfg: Config) -> PIDController:
     """PID for the BEGAN* variants; BEGAN's P-only controller (l2 = l3 = 0) for `began`."""
     c = cfg.controller
     pid = cfg.loss.variant != "began"
+    # no VAE, no L_v: alpha has nothing to weigh (it matters to the weighted_mean reading)
+    alpha = cfg.loss.alpha if cfg.loss.variant == "vae_began_star_lsm" else 0.0
     return PIDController(c.l1, c.l2 if pid else 0.0, c.l3 if pid else 0.0,
-                         cfg.loss.eta, cfg.loss.alpha, c.k0)
+                         cfg.loss.eta, alpha, c.k0, cfg.loss.error_reading)
 
 
 def build_optimizers(cfg: Config, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
