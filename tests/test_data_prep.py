@@ -23,7 +23,7 @@ from tests.data_helpers import PREP, ROOT, file_hashes, manifest, prep, read_tar
 
 
 def test_help_on_every_subcommand():
-    for sub in ([], ["shard"], ["synth"], ["digits"], ["verify"]):
+    for sub in ([], ["shard"], ["synth"], ["digits"], ["mnist"], ["verify"]):
         r = subprocess.run([*PREP, *sub, "--help"], cwd=ROOT, capture_output=True, text=True)
         assert r.returncode == 0 and "usage: vaegan-prep" in r.stdout
 
