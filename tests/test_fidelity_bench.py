@@ -38,4 +38,6 @@ def test_fidelity_bench_smoke(tmp_path):
          "--docs", str(tmp_path / "docs"), "--arm", "full:loss.variant=vae_began_star_lsm"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0, r2.stderr[-3000:]
-    assert "full seed 0: seed 0 secs 0 " in r2.stdout
+    secs = float((tmp_path / "work" / "runs" / "digits-full-kimg0.32-cpu-s0"
+                  / "bench_train_seconds.txt").read_text())
+    assert f"full seed 0: seed 0 secs {secs:.4g} " in r2.stdout
