@@ -76,7 +76,8 @@ def test_full_model_terms_by_hand():
 def test_ablation_terms_by_hand():
     f = _forward()
     lsm = {n: v.item() for n, v in
-           compute_losses(f, LossConfig(variant="began_star_lsm"), 0.5).items()}
+           compute_losses(f, LossConfig(variant="began_star_lsm", ls_match="pair"),
+                          0.5).items()}
     L_d, L_g = 0.5, 0.15
     L_s = (0 + 1 + 0 + 2) / 4  # |z_d - z'_g|: no VAE, real vs generated latents
     assert set(lsm) == {"L_d", "L_g", "L_s", "L_dis", "L_gen"}
