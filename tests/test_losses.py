@@ -81,7 +81,8 @@ def test_full_model_terms_by_hand():
 def test_ablation_terms_by_hand():
     f = _forward()
     lsm = {n: v.item() for n, v in
-           compute_losses(f, LossConfig(variant="began_star_lsm"), 0.5).items()}
+           compute_losses(f, LossConfig(variant="began_star_lsm", ls_match="pair"),
+                          0.5).items()}
     L_d, L_g = 0.5, 0.15
     L_s = (0 + 1 + 0 + 2) / 4  # |z_d - z'_g|: no VAE, real vs generated latents
     assert set(lsm) == {"L_d", "L_g", "L_s", "L_dis", "L_gen"}
@@ -94,5 +95,9 @@ def test_ablation_terms_by_hand():
 
 def test_convergence_measure():
     # M = L_d + |eta L_d - L_g - alpha L_v|
-    assert convergence(1.0, 0.2, 0.5, 0.5, 0.3) == pytest.approx(1.0 + abs(0.5 - 0.2 - 0.15))
-    assert convergence(0.2, 0.5, 0.5, 0.5, 0.3) == pytest.approx(0.2 + abs(0.1 - 0.5 - 0.15))
+    from vaegan_dist.losses import controller_error
+
+    e = controller_error(1.0, 0.2, 0.5, 0.5, 0.3, "eq10")
+    assert convergence(1.0, e) == pytest.approx(1.0 + abs(0.5 - 0.2 - 0.15))
+    e = controller_error(0.2, 0.5, 0.5, 0.5, 0.3, "eq10")
+    assert convergence(0.2, e) == pytest.approx(0.2 + abs(0.1 - 0.5 - 0.15))

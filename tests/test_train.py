@@ -60,10 +60,13 @@ def test_ablations_train_and_log_their_terms(tmp_path, variant):
             else:
                 assert r[term] is None, (term, r)
     if variant == "began":  # integral-only controller: k moves by l1 * e_t exactly
-        eta = 0.5
+        import yaml
+
+        eta = yaml.safe_load((tmp_path / "config.yaml").read_text())["loss"]["eta"]
         k = 0.0
         for r in rec:
             e = eta * r["L_d"] - r["L_g"]
+            assert r["e"] == pytest.approx(e, abs=1e-12)
             k = min(max(k + 1e-3 * e, 0.0), 1.0)
             assert r["k"] == pytest.approx(k, abs=1e-12)
 

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import torch
 
-Number = torch.Tensor | float
+from .losses import ERROR_READINGS, Number, controller_error
 
 
 class PIDController:
-    """e_t = eta L_d - (L_g + alpha L_v);
+    """e_t = eta L_d - (L_g + alpha L_v), or another `reading` (losses.controller_error);
     k_t = clip(k_{t-1} + l1 e_t + l2 (e_t - e_{t-1}) + l3 (e_t - 2e_{t-1} + e_{t-2}), 0, 1)."""
 
     def __init__(self, l1: float, l2: float, l3: float, eta: float, alpha: float,
-                 k0: float = 0.0, device: torch.device | str = "cpu"):
+                 k0: float = 0.0, device: torch.device | str = "cpu", reading: str = "eq10"):
+        if reading not in ERROR_READINGS:
+            raise ValueError(f"unknown controller error reading '{reading}' "
+                             f"({', '.join(ERROR_READINGS)})")
         self.l1, self.l2, self.l3 = float(l1), float(l2), float(l3)
-        self.eta, self.alpha = float(eta), float(alpha)
+        self.eta, self.alpha, self.reading = float(eta), float(alpha), reading
         self.device = torch.device(device)
         self.k = self._t(k0)
         self.e1 = self._t(0.0)  # e_{t-1}
@@ -32,7 +35,8 @@ class PIDController:
         return torch.as_tensor(v, dtype=torch.float64, device=self.device)
 
     def error(self, L_d: Number, L_g: Number, L_v: Number = 0.0) -> torch.Tensor:
-        return self.eta * self._t(L_d) - (self._t(L_g) + self.alpha * self._t(L_v))
+        return controller_error(self._t(L_d), self._t(L_g), self._t(L_v), self.eta,
+                                self.alpha, self.reading)
 
     def update(self, L_d: Number, L_g: Number, L_v: Number = 0.0,
                apply: torch.Tensor | None = None) -> torch.Tensor:

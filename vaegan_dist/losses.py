@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+Number = torch.Tensor | float
+
 
 def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference, computed in fp32 so the controller sees fp32 values."""
@@ -29,6 +31,94 @@ def active_units(mu: torch.Tensor, threshold: float = 0.01) -> torch.Tensor:
     return (mu.detach().float().var(dim=0) > threshold).sum().float()
 
 
-def convergence(L_d: float, L_g: float, L_v: float, eta: float, alpha: float) -> float:
-    """M = L_d + |eta L_d - L_g - alpha L_v| (BEGAN's global convergence measure, extended)."""
-    return L_d + abs(eta * L_d - L_g - alpha * L_v)
+def convergence(L_d: float, e: float) -> float:
+    """M = L_d + |e_t|: BEGAN's global convergence measure with the controller's error of
+    the configured reading (Eq. 10's: L_d + |eta L_d - (L_g + alpha L_v)|)."""
+    return L_d + abs(e)
+
+
+# --- the learned similarity metric (Eq. 9) and its scale ---------------------------------
+
+LS_NORMS = ("none", "rms", "std", "tanh")
+LS_MATCHES = ("pair", "mean", "mean_std")
+
+
+def normalize_latents(z_real: torch.Tensor, z_fake: torch.Tensor, norm: str = "none",
+                      eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Put D's latents of real and fake images on a scale L_s can be weighed against.
+
+    D's latent is unbounded and is not trained by L_s (only by L_dis), so its scale drifts
+    (measured: mean |z| of 5 to 12 after a few hundred steps) and beta L_s with it. Every
+    scale is taken from the REAL batch and detached (a statistic, not a path for gradients):
+    - 'none': as Eq. 9 is printed (raw latents);
+    - 'rms':  both divided by the root mean square of the real latents over batch and dims:
+              invariant to D's overall scale, keeps the relative geometry of the dims;
+    - 'std':  both standardised per dim by the real batch's mean and std (a diagonal
+              whitening: every latent dim weighs the same);
+    - 'tanh': a bounded embedding, tanh of each coordinate (saturates when |z| is large)."""
+    zr, zf = z_real.float(), z_fake.float()
+    if norm == "none":
+        return zr, zf
+    if norm == "rms":
+        s = zr.detach().pow(2).mean().sqrt().clamp_min(eps)
+        return zr / s, zf / s
+    if norm == "std":
+        ref = zr.detach()
+        m = ref.mean(dim=0, keepdim=True)
+        s = ref.std(dim=0, keepdim=True, unbiased=False).clamp_min(eps) if len(ref) > 1 \
+            else torch.ones_like(m)
+        return (zr - m) / s, (zf - m) / s
+    if norm == "tanh":
+        return torch.tanh(zr), torch.tanh(zf)
+    raise ValueError(f"unknown L_s normalisation '{norm}' ({', '.join(LS_NORMS)})")
+
+
+def latent_similarity(z_real: torch.Tensor, z_fake: torch.Tensor, norm: str = "none",
+                      match: str = "pair") -> torch.Tensor:
+    """L_s between D's latents of real and fake images (Eq. 9), after `normalize_latents`.
+
+    - 'pair':     mean |z_real - z_fake| over batch and dims: Eq. 9 for the VAE, where
+                  z_fake is D's latent of x_v, the reconstruction of the same x;
+    - 'mean':     feature matching (Salimans et al. 2016): mean over dims of
+                  |E_batch z_real - E_batch z_fake|, for unpaired real/fake batches;
+    - 'mean_std': the same plus |std_batch z_real - std_batch z_fake| (population std),
+                  so the fakes must also spread like the reals."""
+    zr, zf = normalize_latents(z_real, z_fake, norm)
+    if match == "pair":
+        return (zr - zf).abs().mean()
+    if match not in ("mean", "mean_std"):
+        raise ValueError(f"unknown L_s matching '{match}' ({', '.join(LS_MATCHES)})")
+    d = (zr.mean(dim=0) - zf.mean(dim=0)).abs().mean()
+    if match == "mean_std":
+        d = d + (_pop_std(zr) - _pop_std(zf)).abs().mean()
+    return d
+
+
+def _pop_std(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Population std over the batch with a finite gradient at zero spread."""
+    return (z - z.mean(dim=0, keepdim=True)).pow(2).mean(dim=0).add(eps).sqrt()
+
+
+# --- the controller's error signal (Eqs. 10-11) ------------------------------------------
+
+ERROR_READINGS = ("eq10", "eq11_printed", "weighted_mean")
+
+
+def controller_error(L_d: Number, L_g: Number, L_v: Number, eta: float, alpha: float,
+                     reading: str = "eq10") -> Number:
+    """e_t, the distance from the equilibrium (L_g + alpha L_v) / L_d = eta of Eq. 10:
+    - 'eq10':          eta L_d - (L_g + alpha L_v)      (Eq. 10 and the measure M);
+    - 'eq11_printed':  eta L_d - L_g + alpha L_v        (Eq. 11 as printed; its L_v term
+                                                         raises k when D raises L_v);
+    - 'weighted_mean': eta L_d - (L_g + alpha L_v) / (1 + alpha): the fake energy is the
+                       weighted mean over the two kinds of fakes, so eta keeps BEGAN's
+                       meaning (fake energy / real energy) whatever alpha.
+    Floats or (float64, on the device) tensors: the same operations either way."""
+    if reading == "eq10":
+        return eta * L_d - (L_g + alpha * L_v)
+    if reading == "eq11_printed":
+        return eta * L_d - L_g + alpha * L_v
+    if reading == "weighted_mean":
+        return eta * L_d - (L_g + alpha * L_v) / (1.0 + alpha)
+    raise ValueError(f"unknown controller error reading '{reading}' "
+                     f"({', '.join(ERROR_READINGS)})")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .config import LossConfig
-from .losses import kl_normal, l1
+from .losses import kl_normal, l1, latent_similarity
 from .models import reparameterize
 
 
@@ -24,7 +24,8 @@ def naive_grads(models: dict[str, nn.Module], x: torch.Tensor, eps: torch.Tensor
     x_v = G(reparameterize(mu, logvar, eps))
     z_d, _ = D(x)
     z_v, _ = D(x_v)
-    L_enc = kl_normal(mu, logvar, cfg.kl_reduction) + b * l1(z_d, z_v) + c * l1(x, x_v)
+    L_s = latent_similarity(z_d, z_v, cfg.ls_norm)  # Eq. 9 at the configured scale
+    L_enc = kl_normal(mu, logvar, cfg.kl_reduction) + b * L_s + c * l1(x, x_v)
     g_enc = torch.autograd.grad(L_enc, list(E.parameters()))
 
     # decoder: L_gen = L_g + alpha L_v + beta L_s + gamma L_e
@@ -34,7 +35,8 @@ def naive_grads(models: dict[str, nn.Module], x: torch.Tensor, eps: torch.Tensor
     z_d, _ = D(x)
     z_v, rec_v = D(x_v)
     _, rec_g = D(x_g)
-    L_gen = l1(x_g, rec_g) + a * l1(x_v, rec_v) + b * l1(z_d, z_v) + c * l1(x, x_v)
+    L_s = latent_similarity(z_d, z_v, cfg.ls_norm)
+    L_gen = l1(x_g, rec_g) + a * l1(x_v, rec_v) + b * L_s + c * l1(x, x_v)
     g_dec = torch.autograd.grad(L_gen, list(G.parameters()))
 
     # discriminator: L_dis = L_d - k (L_g + alpha L_v), fakes detached

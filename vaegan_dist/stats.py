@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 SCALAR_GROUPS = {
-    "L_": "loss", "k": "controller", "k_prev": "controller", "M": "controller",
+    "L_": "loss", "k": "controller", "k_prev": "controller", "e": "controller",
+    "M": "controller",
     "active_units": "vae", "lr": "progress", "img_per_s": "progress",
     "sec_per_kimg": "progress", "peak_rss_gib": "memory", "cuda_max_alloc_gib": "memory",
-    "fd_digits": "eval", "kid_digits": "eval", "e": "controller",
+    "fd_digits": "eval", "kid_digits": "eval",
     "skipped_steps": "guard", "skipped": "guard", "rollback": "guard",
 }
 

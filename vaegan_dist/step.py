@@ -113,7 +113,7 @@ class StepStats:
         out["e"] = vals[n + 2]
         if guard:
             out["skipped_steps"], out["skipped"] = int(vals[n + 5]), bool(vals[n + 6])
-        out["M"] = convergence(vals[0], vals[1], vals[2], self.cfg.eta, self.cfg.alpha)
+        out["M"] = convergence(vals[0], out["e"])
         if self.variant.vae:
             out["active_units"] = vals[n]
         return out

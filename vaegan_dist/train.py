@@ -31,10 +31,13 @@ from .step import StepStats, TrainStep
 
 def build_controller(cfg: Config, variant: variants.Variant,
                      device: torch.device) -> PIDController:
-    """The variant's controller (full PID, or BEGAN's integral-only update) on `device`."""
+    """The variant's controller (full PID, or BEGAN's integral-only update) on `device`.
+    Without a VAE there is no L_v, so alpha weighs nothing (it matters to the
+    weighted_mean reading's 1 + alpha)."""
     c = cfg.controller
-    return PIDController(*variant.gains(c.l1, c.l2, c.l3), cfg.loss.eta, cfg.loss.alpha, c.k0,
-                         device=device)
+    alpha = cfg.loss.alpha if variant.vae else 0.0
+    return PIDController(*variant.gains(c.l1, c.l2, c.l3), cfg.loss.eta, alpha, c.k0,
+                         device=device, reading=cfg.loss.error_reading)
 
 
 def build_optimizers(cfg: Config, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .losses import kl_normal, l1
+from .losses import kl_normal, l1, latent_similarity
 
 if TYPE_CHECKING:
     from .config import LossConfig
@@ -64,7 +64,8 @@ def _vae_began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tenso
     t["L_v"] = l1(f.x_v, f.rec_v)  # Eq. 7
     t["L_e"] = l1(f.x, f.x_v)  # Eq. 2
     t["L_n"] = kl_normal(f.mu, f.logvar, cfg.kl_reduction)  # Eq. 3
-    t["L_s"] = l1(f.z_d, f.z_v_d)  # Eq. 9: D's latents of x and of its reconstruction x_v
+    # Eq. 9: D's latents of x and of its reconstruction x_v, pair by pair (loss.ls_norm)
+    t["L_s"] = latent_similarity(f.z_d, f.z_v_d, cfg.ls_norm)
     adv = t["L_g"] + a * t["L_v"]
     t["L_dis"] = t["L_d"] - k * adv  # Eq. 13
     t["L_gen"] = adv + b * t["L_s"] + c * t["L_e"]  # Eq. 14
@@ -73,9 +74,11 @@ def _vae_began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tenso
 
 
 def _began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
-    """No VAE: L_s compares D's latents of the real batch and the generated batch."""
+    """No VAE: L_s compares D's latents of the real batch and the generated batch; their
+    images are unrelated, so by default as batch statistics (feature matching,
+    loss.ls_match=mean_std); 'pair' (an L1 to an unrelated real latent) collapses."""
     t = _energies(f)
-    t["L_s"] = l1(f.z_d, f.z_g_d)
+    t["L_s"] = latent_similarity(f.z_d, f.z_g_d, cfg.ls_norm, cfg.ls_match)
     t["L_dis"] = t["L_d"] - k * t["L_g"]
     t["L_gen"] = t["L_g"] + cfg.beta * t["L_s"]
     return t

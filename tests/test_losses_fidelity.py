@@ -1,0 +1,168 @@
+"""The L_s scale/matching options and the controller's error readings, against independent
+numpy computations; the config keys that select them; e_t logged beside k_t."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vaegan_dist.config import ConfigError, LossConfig, build_config
+from vaegan_dist.controller import PIDController
+from vaegan_dist.losses import (
+    ERROR_READINGS,
+    LS_NORMS,
+    controller_error,
+    latent_similarity,
+)
+from vaegan_dist.step import Forward
+from vaegan_dist.variants import VARIANTS
+
+
+def _latents(seed: int = 0, b: int = 6, h: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(3.0, 5.0, (b, h)), rng.normal(-1.0, 2.0, (b, h))
+
+
+def _np_norm(zr: np.ndarray, zf: np.ndarray, norm: str) -> tuple[np.ndarray, np.ndarray]:
+    if norm == "none":
+        return zr, zf
+    if norm == "rms":
+        s = np.sqrt(np.mean(zr ** 2))
+        return zr / s, zf / s
+    if norm == "std":
+        m, s = zr.mean(axis=0), zr.std(axis=0)
+        return (zr - m) / s, (zf - m) / s
+    return np.tanh(zr), np.tanh(zf)
+
+
+@pytest.mark.parametrize("norm", LS_NORMS)
+def test_latent_similarity_pair_against_numpy(norm):
+    zr, zf = _latents()
+    got = latent_similarity(torch.tensor(zr), torch.tensor(zf), norm, "pair").item()
+    a, b = _np_norm(zr, zf, norm)
+    assert got == pytest.approx(np.mean(np.abs(a - b)), rel=1e-5)
+
+
+@pytest.mark.parametrize("norm", LS_NORMS)
+def test_feature_matching_against_numpy(norm):
+    zr, zf = _latents(1)
+    a, b = _np_norm(zr, zf, norm)
+    mean_term = np.mean(np.abs(a.mean(axis=0) - b.mean(axis=0)))
+    std_term = np.mean(np.abs(a.std(axis=0) - b.std(axis=0)))
+    tr, tf = torch.tensor(zr), torch.tensor(zf)
+    assert latent_similarity(tr, tf, norm, "mean").item() == pytest.approx(mean_term, rel=1e-5)
+    assert latent_similarity(tr, tf, norm, "mean_std").item() == pytest.approx(
+        mean_term + std_term, rel=1e-4)
+
+
+def test_rms_and_std_are_invariant_to_the_scale_of_d():
+    zr, zf = _latents(2)
+    for norm in ("rms", "std"):
+        base = latent_similarity(torch.tensor(zr), torch.tensor(zf), norm).item()
+        scaled = latent_similarity(torch.tensor(7.5 * zr), torch.tensor(7.5 * zf), norm).item()
+        assert scaled == pytest.approx(base, rel=1e-6)
+    raw = latent_similarity(torch.tensor(zr), torch.tensor(zf)).item()
+    assert latent_similarity(torch.tensor(2 * zr), torch.tensor(2 * zf)).item() == \
+        pytest.approx(2 * raw)
+
+
+def test_normalisation_scale_is_detached_from_the_real_latents():
+    """The scale is a statistic of the real batch: the gradient w.r.t. the fake latents is
+    that of an L1 at a fixed scale, and the real latents get only the direct L1 path."""
+    zr = torch.tensor([[2.0, -2.0], [4.0, 0.0]], requires_grad=True)
+    zf = torch.tensor([[0.0, 0.0], [1.0, 1.0]], requires_grad=True)
+    latent_similarity(zr, zf, "rms").backward()
+    s = float(np.sqrt(np.mean(np.array([[2.0, -2.0], [4.0, 0.0]]) ** 2)))
+    want_f = -np.sign(np.array([[2.0, -2.0], [3.0, -1.0]])) / (4 * s)
+    np.testing.assert_allclose(zf.grad.numpy(), want_f, rtol=1e-6)
+    np.testing.assert_allclose(zr.grad.numpy(), -want_f, rtol=1e-6)
+
+
+def test_feature_matching_of_a_collapsed_batch_is_not_zero():
+    """Per-sample L1 to unrelated reals is minimised by one central image; matching the
+    batch spread is not: a collapsed fake batch pays the real batch's std."""
+    zr = torch.tensor([[-1.0, 2.0], [1.0, -2.0], [3.0, 0.0], [-3.0, 0.0]])
+    collapsed = zr.mean(dim=0, keepdim=True).expand(4, 2).clone()
+    assert latent_similarity(zr, collapsed, "none", "mean").item() == pytest.approx(0.0)
+    std = zr.numpy().std(axis=0).mean()
+    assert latent_similarity(zr, collapsed, "none", "mean_std").item() == pytest.approx(
+        std, rel=1e-4)
+    assert latent_similarity(zr, zr[[1, 0, 3, 2]], "none", "mean_std").item() == \
+        pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("reading", ERROR_READINGS)
+def test_controller_error_readings(reading):
+    L_d, L_g, L_v, eta, a = 0.4, 0.1, 0.3, 0.5, 0.3
+    want = {"eq10": eta * L_d - (L_g + a * L_v),
+            "eq11_printed": eta * L_d - L_g + a * L_v,
+            "weighted_mean": eta * L_d - (L_g + a * L_v) / (1 + a)}[reading]
+    assert controller_error(L_d, L_g, L_v, eta, a, reading) == pytest.approx(want)
+    c = PIDController(0.5, 0.1, 0.05, eta, a, reading=reading)
+    k = float(c.update(L_d, L_g, L_v))
+    assert float(c.e1) == pytest.approx(want)
+    assert k == pytest.approx(min(max(0.5 * want + 0.1 * want + 0.05 * want, 0.0), 1.0))
+    # the same reading on device tensors (the trainer's path) gives the same bits
+    t = torch.tensor
+    on_device = controller_error(t(L_d, dtype=torch.float64), t(L_g, dtype=torch.float64),
+                                 t(L_v, dtype=torch.float64), eta, a, reading)
+    assert float(on_device) == controller_error(L_d, L_g, L_v, eta, a, reading)
+
+
+def test_weighted_mean_reduces_to_began_without_a_vae():
+    for reading in ERROR_READINGS:
+        assert controller_error(0.4, 0.1, 0.0, 0.5, 0.0, reading) == pytest.approx(0.2 - 0.1)
+
+
+def test_unknown_reading_and_norm_are_rejected():
+    with pytest.raises(ValueError):
+        PIDController(1e-3, 0, 0, 0.5, 0.3, reading="eq12")
+    with pytest.raises(ValueError):
+        latent_similarity(torch.zeros(2, 2), torch.zeros(2, 2), "l2")
+    for bad in ("loss.error_reading=eq12", "loss.ls_norm=l2", "loss.ls_match=median"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            build_config(None, [bad])
+
+
+def compute_losses(f: Forward, cfg: LossConfig, k: float) -> dict[str, torch.Tensor]:
+    return VARIANTS[cfg.variant].losses(f, cfg, k)
+
+
+def _forward() -> Forward:
+    g = torch.Generator().manual_seed(0)
+
+    def r(*s):
+        return torch.randn(*s, generator=g)
+
+    return Forward(x=r(3, 1, 2, 2), x_g=r(3, 1, 2, 2), z_d=4 * r(3, 5), rec_d=r(3, 1, 2, 2),
+                   z_g_d=r(3, 5), rec_g=r(3, 1, 2, 2), mu=r(3, 2), logvar=r(3, 2),
+                   x_v=r(3, 1, 2, 2), z_v_d=r(3, 5), rec_v=r(3, 1, 2, 2))
+
+
+@pytest.mark.parametrize("norm", LS_NORMS)
+def test_compute_losses_uses_the_configured_similarity(norm):
+    f = _forward()
+    full = compute_losses(f, LossConfig(ls_norm=norm), 0.1)
+    assert full["L_s"].item() == pytest.approx(latent_similarity(f.z_d, f.z_v_d, norm).item())
+    assert full["L_gen"].item() == pytest.approx(
+        (full["L_g"] + 0.3 * full["L_v"] + 0.1 * full["L_s"] + 0.1 * full["L_e"]).item())
+    for match in ("pair", "mean", "mean_std"):
+        t = compute_losses(f, LossConfig(variant="began_star_lsm", ls_norm=norm,
+                                         ls_match=match), 0.1)
+        want = latent_similarity(f.z_d, f.z_g_d, norm, match).item()
+        assert t["L_s"].item() == pytest.approx(want)
+        assert t["L_gen"].item() == pytest.approx(t["L_g"].item() + 0.1 * want)
+
+
+def test_step_logs_e_beside_k():
+    from vaegan_dist.train import build_step
+
+    step = build_step(build_config("tiny", ["model.n=4", "model.latent=3", "model.d_latent=5",
+                                            "loss.error_reading=weighted_mean"]),
+                      torch.device("cpu"))
+    cfg = step.cfg
+    stats = step([torch.rand(2, 3, 32, 32)], 0).host()
+    assert stats["e"] == pytest.approx(controller_error(
+        stats["L_d"], stats["L_g"], stats["L_v"], cfg.eta, cfg.alpha, "weighted_mean"))
+    assert stats["M"] == pytest.approx(stats["L_d"] + abs(stats["e"]))
