@@ -55,7 +55,7 @@ def test_tensorboard_holds_stats_scalars_and_fig4_images(run):
     assert len(train_lines) == STEPS // 10
     for key in ("k", "M", "L_d", "L_g", "L_v", "L_e", "L_n", "L_s", "L_dis", "L_gen", "L_enc",
                 "lr", "img_per_s", "sec_per_kimg", "peak_rss_gib", "active_units",
-                "fd_digits", "kid_digits"):
+                "fd_digits", "kid_digits", "e", "diversity", "k_at_clamp", "skipped_steps"):
         assert key in by_key, f"no TensorBoard scalar ending in /{key}: {tags['scalars']}"
     for rec in lines:  # every numeric stats.jsonl value is a scalar tag, same value
         for key, v in rec.items():

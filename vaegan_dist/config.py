@@ -145,6 +145,17 @@ class GuardConfig:
 
 
 @dataclass
+class HealthConfig:
+    """The health monitor (monitor.Health), read at every log interval."""
+
+    # warn when the fixed-latent samples' mean pairwise distance falls below this share of
+    # a real batch's (1: as varied as the data)
+    collapse_below: float = 0.15
+    k_stuck_kimg: float = 20.0  # warn when k_t sits at 0 for this many thousand images
+    warmup_kimg: float = 1.0  # no collapse warning before (a fresh decoder is near-constant)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -153,6 +164,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     run_dir: str = "runs/default"
     preset: str = ""
 

@@ -30,6 +30,8 @@ class PIDController:
         self.k = self._t(k0)
         self.e1 = self._t(0.0)  # e_{t-1}
         self.e2 = self._t(0.0)  # e_{t-2}
+        # monitoring, not state: updates that ended with k at 0 or 1 (the health monitor)
+        self.clamped = self._t(0.0)
 
     def _t(self, v: Number) -> torch.Tensor:
         return torch.as_tensor(v, dtype=torch.float64, device=self.device)
@@ -51,6 +53,7 @@ class PIDController:
             self.k, self.e2, self.e1 = k, e1, e
         else:
             self.k, self.e2, self.e1 = k, self.e1, e
+        self.clamped = self.clamped + ((self.k <= 0.0) | (self.k >= 1.0)).double()
         return self.k
 
     def state_dict(self) -> dict:

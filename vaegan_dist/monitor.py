@@ -1,6 +1,7 @@
 """What the trainer shows while it runs: the paper's Fig. 4 image grids, a console status
-line with an ETA, and the offline quality metric every `eval_every_kimg`. Kept out of
-train.py so the loop only calls three methods."""
+line with an ETA, the health monitor (sample diversity, k at a clamp) and the offline
+quality metric every `eval_every_kimg`. Kept out of train.py so the loop only calls a few
+methods."""
 
 from __future__ import annotations
 
@@ -105,3 +106,71 @@ class OfflineEval:
         fr, ff = self.extractor(real)[0], self.extractor(fake)[0]
         return {"fd_digits": fid_from_features(fr, ff),
                 "kid_digits": kid(fr, ff, subsets=1, subset_size=len(fr))[0]}
+
+
+def mean_pairwise_distance(x: torch.Tensor) -> torch.Tensor:
+    """Mean Euclidean distance over all pairs of images (flattened), on x's device."""
+    f = x.detach().flatten(1).float()
+    n = len(f)
+    return torch.cdist(f, f).sum() / max(n * (n - 1), 1)
+
+
+class Health:
+    """The health monitor, read at every log interval with the step's statistics:
+
+    - `diversity`: mean pairwise distance of the fixed-latent samples over that of the
+      newest real batch (about 1 for a generator as varied as the data; towards 0 as the
+      samples collapse onto one image);
+    - `k_at_clamp`: the share of the interval's steps whose k_t ended at 0 or 1 (the
+      controller is then not regulating);
+    - `active_units` (VAE variants) is logged by the step itself.
+
+    It warns once on the console when the diversity is below `collapse_below` after the
+    first `warmup_kimg` thousand images (a fresh decoder draws near-constant images), and
+    when k_t has sat at 0 for `k_stuck_kimg` thousand images (D never adversarial), each
+    again only after recovering."""
+
+    def __init__(self, collapse_below: float, k_stuck_kimg: float, warmup_kimg: float = 0.0,
+                 start_step: int = 0):
+        self.collapse_below, self.k_stuck = collapse_below, k_stuck_kimg * 1000
+        self.warmup = warmup_kimg * 1000
+        # the controller counts its clamped updates from its construction (start_step)
+        self.prev_clamped, self.prev_step, self.prev_nimg = 0, start_step, 0
+        self.stuck_since: int | None = None  # nimg at which k was first seen stuck at 0
+        self.collapsed = self.stuck_warned = False
+
+    @torch.no_grad()
+    def diversity(self, decoder: nn.Module, z: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """On the device (read with the statistics, in one copy)."""
+        fake = decoder(z)
+        return mean_pairwise_distance(fake) / mean_pairwise_distance(real).clamp_min(1e-12)
+
+    def update(self, stats: dict, step: int, nimg: int) -> list[str]:
+        """Adds `k_at_clamp` to `stats`; returns the warnings to print."""
+        warnings = []
+        clamped = stats.get("k_clamped_steps")
+        if clamped is not None and step > self.prev_step:  # (not right after a rollback)
+            stats["k_at_clamp"] = (clamped - self.prev_clamped) / (step - self.prev_step)
+            if stats["k_at_clamp"] >= 1.0 and stats["k"] == 0.0:
+                if self.stuck_since is None:  # stuck over the whole interval
+                    self.stuck_since = self.prev_nimg
+            else:
+                self.stuck_since, self.stuck_warned = None, False
+            if (self.stuck_since is not None and not self.stuck_warned
+                    and nimg - self.stuck_since >= self.k_stuck):
+                self.stuck_warned = True
+                warnings.append(f"health: k_t has been 0 for {(nimg - self.stuck_since) / 1000:g}"
+                                " kimg: D is not adversarial (e_t < 0: see loss.eta and "
+                                "loss.error_reading)")
+        if clamped is not None:
+            self.prev_clamped, self.prev_step = clamped, step
+        self.prev_nimg = nimg
+        div = stats.get("diversity")
+        if div is not None and div == div and nimg >= self.warmup:
+            if div < self.collapse_below and not self.collapsed:
+                self.collapsed = True
+                warnings.append(f"health: the fixed-latent samples are collapsing (diversity "
+                                f"{div:.3f} of a real batch's, below {self.collapse_below:g})")
+            elif div >= self.collapse_below:
+                self.collapsed = False
+        return warnings

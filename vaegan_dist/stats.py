@@ -19,6 +19,7 @@ SCALAR_GROUPS = {
     "sec_per_kimg": "progress", "peak_rss_gib": "memory", "cuda_max_alloc_gib": "memory",
     "fd_digits": "eval", "kid_digits": "eval",
     "skipped_steps": "guard", "skipped": "guard", "rollback": "guard",
+    "diversity": "health", "k_at_clamp": "health", "k_clamped_steps": "health",
 }
 
 

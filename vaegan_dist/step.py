@@ -96,26 +96,35 @@ class StepStats:
     k: torch.Tensor
     variant: Variant
     cfg: LossConfig
+    clamped: torch.Tensor | None = None  # the controller's updates that ended at 0 or 1
     ok: torch.Tensor | None = None  # the guard's verdict (None: no guard)
     skipped: torch.Tensor | None = None  # the guard's count of skipped steps so far
 
-    def host(self) -> dict[str, float | None]:
-        """The statistics as Python floats (one device-to-host copy): the variant's unused
-        terms are None; M is the convergence measure."""
-        guard = ([] if self.ok is None else
-                 [self.skipped.to(self.k.dtype), (~self.ok).to(self.k.dtype)])
-        vals = torch.cat([self.values, torch.stack([self.k_prev, self.k, *guard])]).tolist()
+    def host(self, also: dict[str, torch.Tensor] | None = None) -> dict[str, float | None]:
+        """The statistics as Python floats, and the scalar device tensors of `also` under
+        their names, in one device-to-host copy: the variant's unused terms are None; M is
+        the convergence measure."""
+        named = {"k_prev": self.k_prev, "k": self.k}
+        if self.clamped is not None:
+            named["k_clamped_steps"] = self.clamped
+        if self.ok is not None:
+            named["skipped_steps"], named["skipped"] = self.skipped, ~self.ok
+        named.update(also or {})
+        tail = torch.stack([v.to(self.values.dtype).reshape(()) for v in named.values()])
+        vals = torch.cat([self.values, tail]).tolist()
         n = len(TERMS)
-        out: dict[str, float | None] = {
-            name: (vals[j] if name in self.variant.terms else None)
-            for j, name in enumerate(TERMS)}
-        out["k_prev"], out["k"] = vals[n + 3], vals[n + 4]
-        out["e"] = vals[n + 2]
-        if guard:
-            out["skipped_steps"], out["skipped"] = int(vals[n + 5]), bool(vals[n + 6])
-        out["M"] = convergence(vals[0], out["e"])
+        out: dict = {name: (vals[j] if name in self.variant.terms else None)
+                     for j, name in enumerate(TERMS)}
         if self.variant.vae:
             out["active_units"] = vals[n]
+        out["e"] = vals[n + 2]
+        out.update(zip(named, vals[len(self.values):], strict=True))
+        for key in ("k_clamped_steps", "skipped_steps"):
+            if key in out:
+                out[key] = int(out[key])
+        if "skipped" in out:
+            out["skipped"] = bool(out["skipped"])
+        out["M"] = convergence(out["L_d"], out["e"])
         return out
 
 
@@ -175,4 +184,5 @@ class TrainStep:
         eng.step(ok)
         k = ctrl.update(means[0], means[1], means[2], apply=ok)
         return StepStats(torch.cat([means, ctrl.e1.reshape(1)]), k_prev, k, self.variant,
-                         self.cfg, ok, None if self.guard is None else self.guard.skipped)
+                         self.cfg, ctrl.clamped, ok,
+                         None if self.guard is None else self.guard.skipped)

@@ -22,7 +22,7 @@ from .engine import build_engine, check_ranks_agree
 from .guard import Diverged, GuardState, fault_from_env, nonfinite_paths
 from .images import make_grid, save_grid
 from .models import build_models
-from .monitor import OfflineEval, Progress, cuda_max_alloc_gib, fig4_grids
+from .monitor import Health, OfflineEval, Progress, cuda_max_alloc_gib, fig4_grids
 from .schedule import LrHalving
 from .state import Group, MissingPart, Stateful, load_into, state_of
 from .stats import StatsWriter, peak_rss_gib
@@ -285,6 +285,8 @@ class Trainer:
                     f"{self.global_batch} images/step, {self.counter.nimg}..{self.total_nimg} "
                     f"images (steps {self.step}..{last_step})")
         watch = _Watch(Progress(self.step, last_step),
+                       Health(cfg.health.collapse_below, cfg.health.k_stuck_kimg,
+                              cfg.health.warmup_kimg, self.step),
                        OfflineEval() if t.eval_every_kimg > 0 and dist.is_main() else None)
         guard = pre.PreemptGuard(self.run_dir, t.time_budget_s, self.device)
         with guard:
@@ -317,7 +319,8 @@ class Trainer:
             if self.cfg.optim.lr_halving:  # reads M on the host: a sync, only when halving
                 self.lr.update(stats.host()["M"], nimg)
             if self._crossed(t.log_every_kimg, nimg) or done:
-                self._log(stats.host(), nimg, w)
+                div = w.health.diversity(self.models["decoder"], self.z_fixed, w.batch)
+                self._log(stats.host({"diversity": div}), nimg, w)
             if self._crossed(t.image_every_kimg, nimg):
                 self.sample_grid(w.batch)
             if w.offline is not None and w.offline.ready and self._crossed(t.eval_every_kimg,
@@ -353,8 +356,11 @@ class Trainer:
                   "img_per_s": ips, "sec_per_kimg": 1000.0 / ips, "peak_rss_gib": peak_rss_gib()}
         if (cuda_gib := cuda_max_alloc_gib(self.device)) is not None:
             w.last["cuda_max_alloc_gib"] = cuda_gib
+        warnings = w.health.update(w.last, self.step, nimg)
         self.stats.write(w.last)
         dist.print0(w.progress.line(self.step, nimg, stats, ips))
+        for line in warnings:
+            dist.print0(line)
         if stats.get("skipped"):
             dist.print0(f"guard: step {self.step} had non-finite losses or gradients and was "
                         f"skipped ({stats['skipped_steps']} skipped so far)")
@@ -366,6 +372,7 @@ class _Watch:
     real batch (for Fig. 4 grids) and the last logged statistics."""
 
     progress: Progress
+    health: Health
     offline: OfflineEval | None
     batch: torch.Tensor | None = None
     last: dict = field(default_factory=dict)
