@@ -25,7 +25,8 @@ from bench.common import N_FOR_RES, append_results, make_step, markdown_table, m
 
 # per-GPU batches of the default grid, by resolution (the paper trains at 64 and 128)
 BATCHES = {32: [64, 128], 64: [16, 64], 128: [32, 128], 256: [16], 512: [4]}
-MODES = {"eager": (), "compile": ("train.compile=true", "train.compile_mode=reduce-overhead")}
+MODES = {"eager": (), "compile": ("train.compile=true", "train.compile_mode=reduce-overhead"),
+         "compile-default": ("train.compile=true", "train.compile_mode=default")}
 
 
 def sync(device: torch.device) -> None:
@@ -50,8 +51,10 @@ def matmul_peak(device: torch.device, n: int, iters: int) -> float:
     return 2 * n**3 / best
 
 
-def build(res: int, batch: int, precision: str, mode: str, device: torch.device):
-    """A zero-argument step of the trainer's own code for this case, and its FLOPs/image."""
+def build(res: int, batch: int, precision: str, mode: str, device: torch.device,
+          count: bool = True):
+    """A zero-argument step of the trainer's own code for this case, and its FLOPs/image
+    (counted on an eager step; None when not `count`)."""
     step, cfg = make_step(res, N_FOR_RES[res], 64, (f"train.precision={precision}",
                                                     *MODES[mode]), device=device.type)
     fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
@@ -61,11 +64,21 @@ def build(res: int, batch: int, precision: str, mode: str, device: torch.device)
     def run():
         step([x], next(counter))
 
-    run()  # warm-up (compilation, cuDNN autotuning, CUDA graph capture)
-    run()
+    for _ in range(3):  # warm-up (compilation, cuDNN autotuning, CUDA graph capture)
+        run()
+    if not count:
+        return run, None
     with FlopCounterMode(display=False) as fc:
         run()
     return run, fc.get_total_flops() / batch
+
+
+def parse_case(text: str, precision: str) -> tuple[int, int, str]:
+    """'128:32' or '128:32:fp32' -> (128, 32, precision)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(x.isdigit() for x in parts[:2]):
+        raise SystemExit(f"--case {text!r}: expected RES:BATCH or RES:BATCH:PRECISION")
+    return int(parts[0]), int(parts[1]), parts[2] if len(parts) == 3 else precision
 
 
 def timed(fn, iters: int, device: torch.device) -> float:
@@ -77,11 +90,51 @@ def timed(fn, iters: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / iters
 
 
+def run_case(res: int, batch: int, prec: str, a: argparse.Namespace, device: torch.device,
+             peak: float) -> list[list]:
+    """Every mode of one case, timed round-robin; a mode that fails (out of memory, a
+    compiler error) is reported and left out, the others still measured."""
+    cases, flops = {}, None
+    for mode in a.modes:
+        t0 = time.perf_counter()
+        try:
+            fn, f = build(res, batch, prec, mode, device, count=flops is None)
+        except Exception as e:  # noqa: BLE001 - report it, measure the rest
+            print(f"{res}px batch {batch} {prec} {mode}: skipped "
+                  f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})",
+                  flush=True)
+            continue
+        flops = flops if f is None else f
+        cases[mode] = fn
+        print(f"  {res}px batch {batch} {prec} {mode}: ready in {time.perf_counter() - t0:.0f}s",
+              flush=True)
+    times: dict[str, list[float]] = {m: [] for m in cases}
+    for _ in range(a.repeats):
+        for mode, fn in list(cases.items()):
+            try:
+                times[mode].append(timed(fn, a.iters, device))
+            except Exception as e:  # noqa: BLE001
+                print(f"{res}px batch {batch} {prec} {mode}: failed while timed "
+                      f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})")
+                del cases[mode], times[mode]
+    base = median(times["eager"]) if times.get("eager") else None
+    rows = []
+    for mode, ts in times.items():
+        t = median(ts)
+        ips = batch / t
+        rows.append([res, N_FOR_RES[res], batch, prec, mode, ips, 1000 / ips,
+                     flops * ips / 1e12, flops * ips / peak, base / t if base else float("nan")])
+        print(markdown_table(HEADER, rows[-1:]).splitlines()[-1], flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--res", type=int, nargs="+", default=sorted(BATCHES))
     p.add_argument("--batch", type=int, nargs="+", help="per-GPU batches (default: BATCHES)")
     p.add_argument("--precision", nargs="+", default=["bf16", "fp32"])
+    p.add_argument("--case", nargs="+", metavar="RES:BATCH[:PREC]",
+                   help="these cases, in this order, instead of the res x batch x precision grid")
     p.add_argument("--modes", nargs="+", default=["eager", "compile"], choices=sorted(MODES))
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--iters", type=int, default=20, help="steps per timed repeat")
@@ -97,38 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     peak = matmul_peak(device, 8192 if device.type == "cuda" else 256, 20 if device.type ==
                        "cuda" else 2)
     print(f"matmul peak: {peak / 1e12:.1f} TFLOP/s ({device})", flush=True)
+    grid = [(r, b, p) for r in a.res for b in a.batch or BATCHES[r] for p in a.precision]
+    if a.case:
+        grid = [parse_case(c, a.precision[0]) for c in a.case]
     rows = []
-    for res in a.res:
-        for batch in a.batch or BATCHES[res]:
-            for prec in a.precision:
-                if a.budget_s and time.perf_counter() - t_start > a.budget_s:
-                    print(f"time budget {a.budget_s:g}s reached: stopping", flush=True)
-                    break
-                cases = {}
-                for mode in a.modes:
-                    try:
-                        cases[mode] = build(res, batch, prec, mode, device)
-                    except Exception as e:  # noqa: BLE001 - e.g. out of memory: report it
-                        print(f"{res}px batch {batch} {prec} {mode}: skipped "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:120]})")
-                        if device.type == "cuda":
-                            torch.cuda.empty_cache()
-                times: dict[str, list[float]] = {m: [] for m in cases}
-                for _ in range(a.repeats):
-                    for mode, (fn, _) in cases.items():
-                        times[mode].append(timed(fn, a.iters, device))
-                base = median(times["eager"]) if "eager" in times else None
-                for mode, (_, flops) in cases.items():
-                    t = median(times[mode])
-                    ips = batch / t
-                    rows.append([res, N_FOR_RES[res], batch, prec, mode, ips, 1000 / ips,
-                                 flops * ips / 1e12, flops * ips / peak,
-                                 base / t if base else float("nan")])
-                    print(markdown_table(HEADER, rows[-1:]).splitlines()[-1], flush=True)
-                del cases
+    for res, batch, prec in grid:
+        if a.budget_s and time.perf_counter() - t_start > a.budget_s:
+            print(f"time budget {a.budget_s:g}s reached: stopping", flush=True)
+            break
+        rows += run_case(res, batch, prec, a, device, peak)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     table = markdown_table(HEADER, rows)
     print("\n" + table)
-    if not a.no_save:
+    if not a.no_save and rows:
         path = append_results("gpu_step.md", "Train step on a GPU: eager vs compiled", table,
                               f"peak = bf16 {8192}^3 matmul timed in this run: "
                               f"{peak / 1e12:.0f} TFLOP/s; medians of {a.repeats} repeats of "

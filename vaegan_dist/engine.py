@@ -69,6 +69,7 @@ class Engine:
     kind = "engine"
     can_skip = True
     checks_grads = True
+    cuda_graphs = False  # torch.compile replays CUDA graphs: mark each step's start
 
     def __init__(self, raw: dict[str, nn.Module], modules: dict[str, nn.Module],
                  optimizers: dict[str, torch.optim.Optimizer], autocast: Callable):
@@ -325,7 +326,13 @@ def build_engine(cfg: Config, models: dict[str, nn.Module], optimizers: dict,
     else:
         eng = LocalEngine(models, optimizers, t.precision, device)
     if t.compile:
+        # the phases share one forward and back-propagate through it in turn (retain_graph),
+        # which AOTAutograd's donated buffers forbid (seen on an H200 at 128x128)
+        import torch._functorch.config as aot_config
+
+        aot_config.donated_buffer = False
         eng.modules = {k: torch.compile(m, mode=t.compile_mode) for k, m in eng.modules.items()}
+        eng.cuda_graphs = device.type == "cuda" and t.compile_mode != "default"
     return eng
 
 

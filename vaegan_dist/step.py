@@ -150,6 +150,8 @@ class TrainStep:
         b = micro_batches[0].shape[0]
         world, rank = dist.world_size(), dist.rank()
         device = micro_batches[0].device
+        if eng.cuda_graphs:  # a new step: the graphs' outputs of the last one may be reused
+            torch.compiler.cudagraph_mark_step_begin()
         eps_all, zg_all = step_noise(self.seed, step, b * world * n_micro, self.latent,
                                      self.variant.vae, device)
         eng.zero_grad()
