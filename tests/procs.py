@@ -14,6 +14,7 @@ import contextlib
 import os
 import shlex
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,6 +22,14 @@ from pathlib import Path
 import pytest
 
 TAIL_LINES = 40
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now (for a rendezvous or MASTER_PORT): tests running in
+    parallel must not share torchrun's default 29500."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def kill_group(p: subprocess.Popen) -> None:

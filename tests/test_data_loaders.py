@@ -80,7 +80,7 @@ def _rank_main(rank: int, world: int, port: int, urls, out: str) -> None:
 @pytest.mark.dist
 def test_two_ranks_two_workers_disjoint_and_complete(shards, tmp_path):
     urls = find_shards(str(shards), "train", 32)
-    mp.start_processes(_rank_main, args=(2, 29000 + os.getpid() % 1000, urls, str(tmp_path)),
+    mp.start_processes(_rank_main, args=(2, procs.free_port(), urls, str(tmp_path)),
                        nprocs=2, start_method="spawn")
     streams: dict[tuple[int, int], list[str]] = {}
     for r in range(2):

@@ -4,7 +4,6 @@ survivor's collective fails on the closed connection or times out after
 train.dist_timeout_s)."""
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -30,9 +29,7 @@ def test_torchrun_job_fails_fast_when_a_rank_dies(tmp_path):
 
 
 def test_hand_started_ranks_fail_within_the_collective_timeout(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = procs.free_port()
     ranks = []
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:  # each rank in its own group, killed on failure

@@ -61,6 +61,22 @@ def _wait(pred, what: str, timeout: float = 300.0) -> None:
         time.sleep(0.25)
 
 
+def _wait_progress(run_dir: Path, job_id: str, log: Path) -> None:
+    """At least 5 logged steps; fails at once, with the job's log, if the job ends first."""
+    def ready() -> bool:
+        if _logged_steps(run_dir) >= 5:
+            return True
+        state = _state(job_id)
+        if state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", ""):
+            return False
+        assert _logged_steps(run_dir) >= 5, (  # it may have logged since the first look
+            f"job {job_id} is {state} before training progressed:\n"
+            + (procs.tail(log.read_text()) if log.exists() else "(no log)"))
+        return True
+
+    _wait(ready, "training progress")
+
+
 def _logged_steps(run_dir: Path) -> int:
     f = run_dir / "stats.jsonl"
     return len(f.read_text().splitlines()) if f.exists() else 0
@@ -78,7 +94,7 @@ def _release_requeued(job_id: str) -> None:
 
 def _sbatch(script: str, run_dir: Path, *extra_sbatch: str) -> str:
     e = env(RUN_DIR=str(run_dir), NPROC="2", VAEGAN_PYTHON=str(Path(os.sys.executable)),
-            VAEGAN_TRAIN_MODULE="vaegan_dist.cli.train")
+            VAEGAN_TRAIN_MODULE="vaegan_dist.cli.train", RDZV_PORT=str(procs.free_port()))
     args = cli_args(run_dir, STEPS, "--ckpt-every", "100")
     i = args.index("--run-dir")
     del args[i:i + 2]  # the script adds --run-dir "$RUN_DIR"
@@ -93,7 +109,7 @@ def _sbatch(script: str, run_dir: Path, *extra_sbatch: str) -> str:
 def test_sbatch_job_preempted_requeues_and_matches(slurm_cluster, tmp_path, script, extra):
     run_dir = tmp_path / "run"
     job = _sbatch(script, run_dir, *extra)
-    _wait(lambda: _logged_steps(run_dir) >= 5, "training progress")
+    _wait_progress(run_dir, job, run_dir / "logs" / f"sbatch-{job}.log")
     _sh("scancel", "--signal=USR1", "--batch", job)  # what --signal=B:USR1@T sends
     _release_requeued(job)
     _wait(lambda: _state(job) in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), "the end")
@@ -113,7 +129,7 @@ def test_submitit_slurm_two_tasks_preempted_requeues_and_matches(slurm_cluster, 
                     *cli_args(run_dir, STEPS, "--ckpt-every", "100")])
     ex = make_executor(a, Path(a.folder))
     job = ex.submit(TrainJob(a.train_args, "vaegan_dist.cli.train:main"))
-    _wait(lambda: _logged_steps(run_dir) >= 5, "training progress")
+    _wait_progress(run_dir, job.job_id, Path(a.folder) / f"{job.job_id}_0_log.err")
     _sh("scancel", "--signal=USR2", job.job_id)  # submitit's pre-timeout signal, every task
     _release_requeued(job.job_id)
     _wait(job.done, "the end")  # bounded: job.results() alone waits forever
