@@ -21,7 +21,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import N_FOR_RES, append_results, make_step, markdown_table, median  # noqa: E402
+from bench.common import (  # noqa: E402
+    N_FOR_RES,
+    append_results,
+    make_step,
+    markdown_table,
+    median,
+    timed,
+)
 
 # per-GPU batches of the default grid, by resolution (the paper trains at 64 and 128)
 BATCHES = {32: [64, 128], 64: [16, 64], 128: [32, 128], 256: [16], 512: [4]}
@@ -81,13 +88,10 @@ def parse_case(text: str, precision: str) -> tuple[int, int, str]:
     return int(parts[0]), int(parts[1]), parts[2] if len(parts) == 3 else precision
 
 
-def timed(fn, iters: int, device: torch.device) -> float:
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    sync(device)
-    return (time.perf_counter() - t0) / iters
+def why(e: Exception) -> str:
+    """The exception's type and first line, for a one-line report."""
+    text = str(e).splitlines()[0][:160] if str(e) else ""
+    return f"{type(e).__name__}: {text}"
 
 
 def run_case(res: int, batch: int, prec: str, a: argparse.Namespace, device: torch.device,
@@ -100,9 +104,7 @@ def run_case(res: int, batch: int, prec: str, a: argparse.Namespace, device: tor
         try:
             fn, f = build(res, batch, prec, mode, device, count=flops is None)
         except Exception as e:  # noqa: BLE001 - report it, measure the rest
-            print(f"{res}px batch {batch} {prec} {mode}: skipped "
-                  f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})",
-                  flush=True)
+            print(f"{res}px batch {batch} {prec} {mode}: skipped ({why(e)})", flush=True)
             continue
         flops = flops if f is None else f
         cases[mode] = fn
@@ -112,10 +114,9 @@ def run_case(res: int, batch: int, prec: str, a: argparse.Namespace, device: tor
     for _ in range(a.repeats):
         for mode, fn in list(cases.items()):
             try:
-                times[mode].append(timed(fn, a.iters, device))
+                times[mode].append(timed(fn, a.iters))
             except Exception as e:  # noqa: BLE001
-                print(f"{res}px batch {batch} {prec} {mode}: failed while timed "
-                      f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})")
+                print(f"{res}px batch {batch} {prec} {mode}: failed while timed ({why(e)})")
                 del cases[mode], times[mode]
     base = median(times["eager"]) if times.get("eager") else None
     rows = []

@@ -77,7 +77,10 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 
 def timed(fn, iters: int) -> float:
-    """Seconds per call of `fn` over `iters` calls (after the caller's warm-up)."""
+    """Seconds per call of `fn` over `iters` calls (after the caller's warm-up); on a GPU
+    the queued work is drained before and after, so only these calls are timed."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(iters):
         fn()
