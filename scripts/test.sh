@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The test command of README.md (and of .ci/run): lint, then the default test suite.
-#   bash scripts/test.sh            default suite, slurm tests included where a local cluster
-#                                   can be started (root, Debian); VAEGAN_TEST_WORKERS (2)
-#                                   pytest-xdist workers, each test module on one worker
-#   bash scripts/test.sh --slow     also the tests marked slow
-# Extra arguments go to pytest.
+# The test commands of README.md: lint, then pytest.
+#   bash scripts/test.sh            the default suite, before every commit (~5 min on 2 idle
+#                                   cores): every test but those marked slow or gpu
+#   bash scripts/test.sh --all      the whole suite, as CI runs it (.ci/run): also the tests
+#                                   marked slow (long acceptance runs: kill -9 loop, DeepSpeed
+#                                   ZeRO, SLURM, wheel install, ...); --slow is the same
+# slurm tests run where a local cluster can be started (root, Debian). VAEGAN_TEST_WORKERS
+# (2) pytest-xdist workers, each test module on one worker. Extra arguments go to pytest.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=$(bash "$ROOT/scripts/venv.sh")
@@ -16,7 +18,7 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "[test] not root on Debian: the slurm tests are left out (run scripts/test_slurm.sh where you can)" >&2
   MARK="$MARK and not slurm"
 fi
-if [ "${1:-}" = "--slow" ]; then MARK="${MARK/not slow and /}"; shift; fi
+case "${1:-}" in --all|--slow) MARK="${MARK/not slow and /}"; shift ;; esac
 dirs=(); for d in vaegan_dist data_prep launch tests bench; do [ -d "$d" ] && dirs+=("$d"); done
 "$VENV/bin/ruff" check "${dirs[@]}"
 # one thread per process: the workers (and the processes the tests start) share the cores

@@ -9,7 +9,7 @@ import torch
 
 from tests.dist_util import check, load, max_diff, single, torchrun
 
-pytestmark = [pytest.mark.dist]
+pytestmark = [pytest.mark.dist, pytest.mark.slow]
 COMMON = ["--max-steps", "4", "train.threads=1", "train.ckpt_every_kimg=0.016"]
 
 

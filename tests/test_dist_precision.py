@@ -7,7 +7,7 @@ import pytest
 
 from tests.dist_util import check, load, single
 
-pytestmark = [pytest.mark.dist]
+pytestmark = [pytest.mark.dist, pytest.mark.slow]
 # Stated tolerance (measured: L_d max |diff| 0.005; L_g, L_v mean |diff| 0.038 with single-step
 # spikes to 0.23, the GAN's adversarial terms react chaotically to rounding; k max |diff|
 # 8e-5 = 3% of its range): L_d per step within 0.02; L_g, L_v mean |diff| over the 50 steps

@@ -6,11 +6,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests import procs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_fidelity_bench_smoke(tmp_path):
     r = procs.run(
         [sys.executable, "bench/fidelity.py", "--smoke", "--threads", "1",

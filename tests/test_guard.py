@@ -154,9 +154,18 @@ def test_without_the_guard_no_nonfinite_checkpoint_is_written(tmp_path, monkeypa
     assert recs[-1]["L_d"] == "NaN" and "skipped" not in recs[-1]
 
 
+@pytest.fixture(scope="module")
+def eight_steps(tmp_path_factory) -> Path:
+    """One 8-step run (checkpoints at 4 and 8), copied by each test that damages it."""
+    run_dir = tmp_path_factory.mktemp("eight") / "run"
+    assert cli(run_dir, 8, EVERY_4).returncode == 0
+    return run_dir
+
+
 @pytest.mark.parametrize("damage", ["truncate", "bitflip"])
-def test_an_unreadable_newest_checkpoint_is_skipped_on_resume(tmp_path, damage):
-    assert cli(tmp_path, 8, EVERY_4).returncode == 0
+def test_an_unreadable_newest_checkpoint_is_skipped_on_resume(tmp_path, damage, eight_steps):
+    tmp_path = tmp_path / "run"
+    shutil.copytree(eight_steps, tmp_path)
     state = ckpt.step_dir(tmp_path, 8) / "state.pt"
     data = bytearray(state.read_bytes())
     if damage == "truncate":

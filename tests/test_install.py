@@ -26,7 +26,7 @@ import pytest
 
 from tests import procs
 
-pytestmark = pytest.mark.install
+pytestmark = [pytest.mark.install, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("vaegan-prep", "vaegan-train", "vaegan-sample", "vaegan-interp", "vaegan-attrs",

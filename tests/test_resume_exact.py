@@ -40,6 +40,7 @@ def test_exact_resume_single_process(tmp_path):
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_exact_resume_two_gloo_processes(tmp_path):
     a, b = _straight_and_resumed(tmp_path, 2)
     _check(a, b)

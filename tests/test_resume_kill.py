@@ -50,8 +50,9 @@ def _wait_for(pred, proc: subprocess.Popen, timeout: float = 120.0) -> bool:
     raise AssertionError("timed out waiting for the trainer")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_kills", [
-    pytest.param(10, id="10-kills"),  # the default suite: the acceptance run, >= 10
+    pytest.param(10, id="10-kills"),  # the acceptance run, >= 10
 ])
 def test_kill_9_at_random_moments_then_resume(tmp_path, n_kills):
     rng = random.Random(1234 + n_kills)

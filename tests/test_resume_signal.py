@@ -82,6 +82,7 @@ def _finish_and_compare(run_dir: Path, straight: dict) -> None:
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_sigusr1_to_one_rank_checkpoints_requeues_and_resumes_exactly(tmp_path):
     """SIGUSR1 to rank 1 only: the flag is all-reduced, so rank 0 stops at the same step."""
     run_dir, log = tmp_path / "run", tmp_path / "usr1.txt"
@@ -94,6 +95,7 @@ def test_sigusr1_to_one_rank_checkpoints_requeues_and_resumes_exactly(tmp_path):
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_sigterm_twice_to_rank_zero_then_resume_exactly(tmp_path):
     run_dir = tmp_path / "run"
     log1, log2 = tmp_path / "term1.txt", tmp_path / "term2.txt"

@@ -25,7 +25,7 @@ from .resume_utils import (
     straight_two_procs,
 )
 
-pytestmark = [pytest.mark.slurm]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 STEPS = STRAIGHT_STEPS
 
 

@@ -40,6 +40,7 @@ def _logged_steps(run_dir: Path) -> int:
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_local_executor_two_tasks_preempted_requeues_and_matches(tmp_path, monkeypatch):
     for k, v in env().items():
         monkeypatch.setenv(k, v)

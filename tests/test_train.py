@@ -25,6 +25,7 @@ def records(run_dir):
     return [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_tiny_200_steps_in_two_runs(tmp_path):
     """The tiny preset end to end, 200 steps; the same command again (raised to 200 steps)
     resumes the first run of 120 and logs every step once."""
