@@ -78,6 +78,7 @@ def _rank_main(rank: int, world: int, port: int, urls, out: str) -> None:
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_two_ranks_two_workers_disjoint_and_complete(shards, tmp_path):
     urls = find_shards(str(shards), "train", 32)
     mp.start_processes(_rank_main, args=(2, procs.free_port(), urls, str(tmp_path)),

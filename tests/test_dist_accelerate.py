@@ -31,6 +31,7 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     assert len(list((tmp_path / "run" / "checkpoints").glob("step-*"))) >= 1
 
 
+@pytest.mark.slow
 def test_precision_conflict_with_the_launcher_is_an_error(tmp_path):
     p = run([ACCELERATE, "launch", "--config_file", CPU_CONFIG, *PORT,
              "--num_processes", "2", "--mixed_precision", "bf16", WORKER, str(tmp_path),

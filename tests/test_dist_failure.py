@@ -28,6 +28,7 @@ def test_torchrun_job_fails_fast_when_a_rank_dies(tmp_path):
     assert not (tmp_path / "rank0.json").exists()  # rank 0 did not finish the 200 steps
 
 
+@pytest.mark.slow
 def test_hand_started_ranks_fail_within_the_collective_timeout(tmp_path):
     port = procs.free_port()
     ranks = []

@@ -51,6 +51,7 @@ def test_exact_resume_two_gloo_processes(tmp_path):
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_resume_with_another_world_size(tmp_path):
     """2 processes -> 1: models, optimisers, controller carry over; data order re-derived;
     the image count goes on (K steps of 2 x 4 images, then 2 steps of 4 more)."""
