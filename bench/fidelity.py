@@ -126,19 +126,24 @@ def train_run(run: Path, overrides: list[str], data_ov: list[str], steps: int, s
     """Train one arm to `steps` through the project's trainer; seconds taken (0 if the run
     folder already holds a finished run of this length)."""
     stats, timing = run / "stats.jsonl", run / "bench_train_seconds.txt"
-    if stats.is_file() and timing.is_file():
-        rows = [json.loads(x) for x in stats.read_text().splitlines() if x.strip()]
-        if rows and rows[-1].get("step") == steps:
-            return float(timing.read_text())  # reused: the seconds it took when trained
-    import shutil
-
-    shutil.rmtree(run, ignore_errors=True)
     log_every = max(1, steps // 60)
     cmd = [sys.executable, "-m", "vaegan_dist.cli.train", "--config", "tiny",
            "--run-dir", str(run), "--max-steps", str(steps), "--seed", str(seed),
            "--log-every", str(log_every), *data_ov, f"train.threads={threads}",
            "train.ckpt_every_kimg=100000", "train.image_every_kimg=100000",
            *(GPU if device == "cuda" else []), *overrides]
+    if stats.is_file() and timing.is_file() and (run / "config.yaml").is_file():
+        rows = [json.loads(x) for x in stats.read_text().splitlines() if x.strip()]
+        # reused only when finished AND trained under the config this command resolves to
+        # now: a changed preset or default makes the old run stale, and it is trained anew
+        now = subprocess.run([*cmd, "--dry-run"], cwd=ROOT, env=_env(1), capture_output=True,
+                             text=True)
+        if rows and rows[-1].get("step") == steps and now.returncode == 0 and \
+                now.stdout == (run / "config.yaml").read_text():
+            return float(timing.read_text())  # reused: the seconds it took when trained
+    import shutil
+
+    shutil.rmtree(run, ignore_errors=True)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, env=_env(threads), capture_output=True, text=True)
     if r.returncode != 0:
