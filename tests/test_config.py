@@ -19,7 +19,10 @@ def test_presets_hold_paper_values(preset):
     # Eq. 10 (which never engages k on real data: bench/results/controller_study.md)
     assert (cfg.loss.eta, cfg.loss.error_reading) == (1.5, "weighted_mean")
     assert (cfg.loss.ls_norm, cfg.loss.ls_match) == ("none", "mean_std")
-    assert (cfg.controller.l1, cfg.controller.l2, cfg.controller.l3) == (1e-3, 1e-5, 1e-5)
+    # tiny, for runs of a few thousand steps, triples the integral gain (the paper's 1e-3 is
+    # too slow for k_t to reach its equilibrium there: bench/results/fidelity.md)
+    l1 = 3e-3 if preset == "tiny" else 1e-3
+    assert (cfg.controller.l1, cfg.controller.l2, cfg.controller.l3) == (l1, 1e-5, 1e-5)
     assert cfg.optim.betas == (0.5, 0.999)
     assert cfg.loss.variant == "vae_began_star_lsm"
     if preset != "tiny":

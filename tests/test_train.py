@@ -63,11 +63,12 @@ def test_ablations_train_and_log_their_terms(tmp_path, variant):
     if variant == "began":  # integral-only controller: k moves by l1 * e_t exactly
         import yaml
 
-        eta = yaml.safe_load((tmp_path / "config.yaml").read_text())["loss"]["eta"]
+        resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+        eta, l1 = resolved["loss"]["eta"], resolved["controller"]["l1"]
         k = 0.0
         for r in rec:
             e = eta * r["L_d"] - r["L_g"]
             assert r["e"] == pytest.approx(e, abs=1e-12)
-            k = min(max(k + 1e-3 * e, 0.0), 1.0)
+            k = min(max(k + l1 * e, 0.0), 1.0)
             assert r["k"] == pytest.approx(k, abs=1e-12)
 

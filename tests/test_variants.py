@@ -22,7 +22,8 @@ SMALL = ["model.n=8", "model.latent=8", "model.d_latent=8", "train.batch=4", "tr
 
 def train(tmp_path, name: str) -> tuple[Trainer, list[dict]]:
     cfg = build_config("tiny", [*SMALL, f"loss.variant={name}", f"run_dir={tmp_path}",
-                                "controller.k0=0.5", "controller.l2=0.5", "controller.l3=0.5"])
+                                "controller.k0=0.5", "controller.l1=1e-3", "controller.l2=0.5",
+                                "controller.l3=0.5"])
     trainer = Trainer(cfg)
     trainer.fit()
     lines = (tmp_path / "stats.jsonl").read_text().splitlines()
