@@ -123,8 +123,8 @@ def _env(threads: int) -> dict:
 
 def train_run(run: Path, overrides: list[str], data_ov: list[str], steps: int, seed: int,
               threads: int, device: str) -> float:
-    """Train one arm to `steps` through the project's trainer; seconds taken (0 if the run
-    folder already holds a finished run of this length)."""
+    """Train one arm to `steps` through the project's trainer; seconds taken (the stored
+    seconds when the run folder already holds a finished run of this length and config)."""
     stats, timing = run / "stats.jsonl", run / "bench_train_seconds.txt"
     log_every = max(1, steps // 60)
     cmd = [sys.executable, "-m", "vaegan_dist.cli.train", "--config", "tiny",
