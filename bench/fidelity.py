@@ -33,6 +33,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -104,11 +105,21 @@ def folder_copy(shards: Path, res: int, images: np.ndarray) -> Path:
     from PIL import Image
 
     out = shards.parent / f"{shards.name}-folder"
-    if not (out / "DONE").is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        for i, a in enumerate(images):
-            Image.fromarray(a).save(out / f"{i:08d}.png")
-        (out / "DONE").write_text(str(len(images)))
+    if (out / "DONE").is_file():
+        return out
+    # written aside and renamed into place: benchmark processes side by side (one per seed,
+    # scripts/gpu_fidelity.sh) never read a half-written copy
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(images):
+        Image.fromarray(a).save(tmp / f"{i:08d}.png")
+    (tmp / "DONE").write_text(str(len(images)))
+    if out.is_dir() and not (out / "DONE").is_file():
+        shutil.rmtree(out, ignore_errors=True)  # a copy an interrupted run left half-made
+    try:
+        tmp.rename(out)
+    except OSError:  # another process put its copy in place first
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -141,8 +152,6 @@ def train_run(run: Path, overrides: list[str], data_ov: list[str], steps: int, s
         if rows and rows[-1].get("step") == steps and now.returncode == 0 and \
                 now.stdout == (run / "config.yaml").read_text():
             return float(timing.read_text())  # reused: the seconds it took when trained
-    import shutil
-
     shutil.rmtree(run, ignore_errors=True)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, env=_env(threads), capture_output=True, text=True)

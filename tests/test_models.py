@@ -30,6 +30,29 @@ def test_shapes(res):
     assert z.shape == (2, 5) and rec.shape == x.shape
 
 
+def test_tanh_output_bounds_the_reconstruction_and_keeps_the_parameters():
+    """model.d_output/g_output=tanh: the same weights give tanh of the linear output, so D's
+    reconstruction (hence L_g = |x_g - D(x_g)| <= |x_g| + 1) stays bounded however far the
+    linear output runs; 'linear' (the paper's) is unbounded."""
+    torch.manual_seed(0)
+    lin = build_models(ModelConfig(resolution=32, n=4, latent=6, d_latent=5))
+    bounded = build_models(ModelConfig(resolution=32, n=4, latent=6, d_latent=5,
+                                       d_output="tanh", g_output="tanh"))
+    for name in lin:
+        bounded[name].load_state_dict(lin[name].state_dict())  # no new parameters
+    with torch.no_grad():
+        for m in (lin, bounded):
+            m["disc"].dec.out.weight.mul_(1e3)  # a D that pushes its outputs far out
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    z = torch.randn(2, 6)
+    _, rec_lin = lin["disc"](x)
+    _, rec_tanh = bounded["disc"](x)
+    assert rec_lin.abs().max() > 10
+    assert rec_tanh.abs().max() <= 1
+    torch.testing.assert_close(rec_tanh, torch.tanh(rec_lin))
+    torch.testing.assert_close(bounded["decoder"](z), torch.tanh(lin["decoder"](z)))
+
+
 def _expected_disc_params(res: int, n: int, h: int, c: int = 3) -> int:
     """Closed form of the discriminator's size, written independently of the module code."""
     s = num_stages(res)

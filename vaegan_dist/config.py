@@ -16,6 +16,7 @@ import yaml
 from .losses import ERROR_READINGS, LS_MATCHES, LS_NORMS
 from .variants import VARIANTS
 
+OUTPUTS = ("linear", "tanh")  # models.Decoder's last activation
 # the choices of the string-valued keys; the code that dispatches on them trusts these
 SOURCES = ("synthetic", "folder", "wds", "ffcv")
 ENGINES = ("ddp", "accelerate", "deepspeed")
@@ -36,6 +37,13 @@ class ModelConfig:
     d_latent: int = 64  # h: the discriminator auto-encoder's bottleneck
     channels: int = 3
     checkpoint_stages: bool = False  # activation checkpointing of encoder/decoder stages
+    # the last activation of D's and G's decoders (OUTPUTS): linear (the paper's and BEGAN's:
+    # unbounded) | tanh (bounded to the image range [-1, 1], so D cannot raise a fake's energy
+    # without bound). Measured (bench/results/fidelity.md): tanh on both with l1 1e-2 stops
+    # BEGAN's collapse on digits but collapses every variant on MNIST (G finds a saturated
+    # image D reconstructs exactly, k_t -> 1); linear stays the default
+    d_output: str = "linear"
+    g_output: str = "linear"
 
 
 @dataclass
@@ -339,6 +347,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.kimg must be >= 0, got {t.kimg}")
     if t.log_every_kimg <= 0:
         raise ConfigError(f"train.log_every_kimg must be > 0, got {t.log_every_kimg}")
+    _choice("model.d_output", m.d_output, OUTPUTS)
+    _choice("model.g_output", m.g_output, OUTPUTS)
     _choice("loss.variant", cfg.loss.variant, tuple(VARIANTS))
     _choice("loss.kl_reduction", cfg.loss.kl_reduction, KL_REDUCTIONS)
     _choice("loss.error_reading", cfg.loss.error_reading, ERROR_READINGS)
