@@ -16,8 +16,8 @@ import yaml
 from .losses import ERROR_READINGS, LS_MATCHES, LS_NORMS
 from .variants import VARIANTS
 
-OUTPUTS = ("linear", "tanh")  # models.Decoder's last activation
 # the choices of the string-valued keys; the code that dispatches on them trusts these
+OUTPUTS = ("linear", "tanh")  # models.Decoder's last activation
 SOURCES = ("synthetic", "folder", "wds", "ffcv")
 ENGINES = ("ddp", "accelerate", "deepspeed")
 PRECISIONS = ("fp32", "bf16", "fp16")

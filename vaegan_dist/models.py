@@ -65,7 +65,9 @@ class Decoder(nn.Module):
     nearest-neighbour x2 up-sampling between stages; a final conv3x3 to `channels`, then
     `output`: 'linear' (the paper's and BEGAN's) or 'tanh'. Bounded to the images' range,
     D's reconstruction cannot make a fake's energy L_g arbitrarily large, which with k_t > 0
-    its loss rewards (measured: L_g 0.3 -> 300 in a few steps, k_t knocked to 0)."""
+    its loss rewards (measured: L_g 0.3 -> 300 in a few steps, k_t knocked to 0); but tanh
+    has a fixed point of its own, a saturated fake D reconstructs exactly, so it is not the
+    default (bench/results/fidelity.md)."""
 
     def __init__(self, resolution: int, n: int, in_dim: int, channels: int = 3,
                  ckpt: bool = False, output: str = "linear"):
