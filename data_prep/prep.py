@@ -15,7 +15,7 @@ from tqdm import tqdm
 from . import __version__
 from .imaging import Settings
 from .inputs import Listing
-from .shards import PARTS, atomic_write, make_tasks, run_task, sha256_file
+from .shards import EMBEDDED_RESIZE, PARTS, atomic_write, make_tasks, run_task, sha256_file
 
 
 def _clean_tmp(*dirs: Path) -> None:
@@ -98,7 +98,10 @@ def run(listing: Listing, out: Path, settings: Settings, fmt: str, shard_size: i
     manifest = {
         "tool": "vaegan-prep", "version": __version__,
         "source": {"kind": listing.kind, "root": os.path.basename(listing.root.rstrip("/"))},
-        "format": fmt, "settings": settings_d, "attributes": listing.attributes,
+        "format": fmt, "attributes": listing.attributes,
+        # after the tag: the resize of an embedded source follows from its kind already
+        "settings": settings_d | ({"resize_filter": EMBEDDED_RESIZE[listing.kind]}
+                                  if listing.kind in EMBEDDED_RESIZE else {}),
         "splits": splits, "num_skipped": len(skipped), "skipped": skipped,
     }
     atomic_write(out / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=True)

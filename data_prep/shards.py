@@ -68,9 +68,15 @@ def shard_name(split: str, size: int, index: int) -> str:
     return f"{split}-{size}-{index:06d}.tar"
 
 
+# how the embedded sources reach each size (the manifest's resize_filter; files: lanczos)
+EMBEDDED_RESIZE = {"synthetic": "none (rendered at each size)",
+                   "digits": "bilinear (8x8 source)",
+                   "mnist": "bilinear up, area down (28x28 source)"}
+
+
 def _load_item(task: Task, item: Item) -> dict:
     s = task.settings
-    if task.kind in ("synthetic", "digits", "mnist"):  # embedded: "KIND:INDEX", rendered here
+    if task.kind in EMBEDDED_RESIZE:  # embedded: "KIND:INDEX", rendered here
         from vaegan_dist.data.synthetic import render
         from vaegan_dist.features import digits_images
 

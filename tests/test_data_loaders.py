@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
 from tests import procs
-from tests.data_helpers import ROOT, prep, read_tars
+from tests.data_helpers import ROOT, manifest, prep, read_tars
 from vaegan_dist.codec import decode
 from vaegan_dist.config import build_config
 from vaegan_dist.data import build_source
@@ -199,6 +199,7 @@ def test_digits_shards_real_images_and_train(tmp_path):
 
     out = tmp_path / "digits"
     prep("digits", str(out), "--size", "32", "--codec", "png", "--shard-size", "500")
+    assert manifest(out)["settings"]["resize_filter"] == "bilinear (8x8 source)"
     got = read_tars(out, "train-32-*.tar")
     imgs, labels = digits_images(32)
     assert len(got) == len(imgs) == 1797

@@ -58,6 +58,7 @@ def test_celeba_round_trip_pixels_and_attributes(tmp_path, codec, tol):
          "--shard-size", "3")
     m = manifest(out)
     assert m["attributes"] == ["Smiling", "Male"] and m["settings"]["box"] == [25, 50, 153, 178]
+    assert m["settings"]["resize_filter"] == "lanczos"
     assert m["splits"]["train"]["sizes"]["32"]["count"] == 8
     assert m["splits"]["valid"]["sizes"]["32"]["count"] == 2
     got = read_tars(out, "*-32-*.tar")

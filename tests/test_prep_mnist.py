@@ -78,6 +78,8 @@ def test_mnist_shards_round_trip(tmp_path):
          "--shard-size", "16")
     m = manifest(out)
     assert m["source"]["kind"] == "mnist"
+    # how these images were resized (mnist_image), not the file path's Lanczos
+    assert m["settings"]["resize_filter"] == "bilinear up, area down (28x28 source)"
     assert m["attributes"] == [f"digit_{d}" for d in range(10)]
     assert m["splits"]["train"]["sizes"]["32"]["count"] == 30
     assert m["splits"]["test"]["sizes"]["28"]["count"] == 30
