@@ -54,6 +54,7 @@ def test_overrides_are_typed():
     ("model.resolution=48", "power of two"),
     ("loss.variant=gan", "loss.variant must be one of"),
     ("model.d_output=relu", "model.d_output must be one of linear, tanh"),
+    ("model.d_mbstd=-1", "model.d_mbstd must be >= 0"),
     ("train.precision=fp8", "train.precision"),
     ("optim.betas=[0.5]", "expected a list of 2"),
     ("optim.lr=-1", "optim.lr must be > 0"),

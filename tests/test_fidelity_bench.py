@@ -1,5 +1,6 @@
 """bench/fidelity.py at its smallest setting (--smoke: sklearn digits, 20 steps per arm,
-300 samples), end to end on CPU: shards, classifier, three trainings, scores, table, grids."""
+300 samples), end to end on CPU: shards, classifier, three trainings (two side by side),
+scores, table, grids."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_fidelity_bench_smoke(tmp_path):
     r = procs.run(
-        [sys.executable, "bench/fidelity.py", "--smoke", "--threads", "1",
+        [sys.executable, "bench/fidelity.py", "--smoke", "--threads", "1", "--jobs", "2",
          "--work", str(tmp_path / "work"), "--results-dir", str(tmp_path / "results"),
          "--docs", str(tmp_path / "docs")],
         cwd=ROOT, timeout=600)

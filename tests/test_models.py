@@ -53,6 +53,31 @@ def test_tanh_output_bounds_the_reconstruction_and_keeps_the_parameters():
     torch.testing.assert_close(bounded["decoder"](z), torch.tanh(lin["decoder"](z)))
 
 
+def test_minibatch_std_feature_is_the_group_spread_and_sees_collapse():
+    """model.d_mbstd=G: the extra map of each sample is the std over its group of G
+    consecutive samples, averaged over channels and positions (computed here with numpy);
+    a batch of identical images gives 0, so D can tell a collapsed fake batch from reals."""
+    import numpy as np
+
+    from vaegan_dist.models import minibatch_std
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 5, 4, 4)
+    out = minibatch_std(x, 4)
+    assert out.shape == (8, 6, 4, 4)
+    torch.testing.assert_close(out[:, :5], x)
+    a = x.numpy().reshape(2, 4, 5, 4, 4)
+    want = np.sqrt(a.var(axis=1) + 1e-8).mean(axis=(1, 2, 3))
+    for i in range(8):
+        assert np.allclose(out[i, 5].numpy(), want[i // 4], atol=1e-6)
+    assert minibatch_std(x[:1].expand(8, -1, -1, -1), 4)[:, 5].max() < 1e-3
+    assert minibatch_std(x[:6], 4).shape == (6, 6, 4, 4)  # not divisible: one group
+    d = build_models(ModelConfig(resolution=32, n=4, latent=6, d_latent=5, d_mbstd=4))["disc"]
+    z, rec = d(torch.randn(8, 3, 32, 32))
+    assert z.shape == (8, 5) and rec.shape == (8, 3, 32, 32)
+    assert d.enc.fc.in_features == 8 * 8 * (3 * 4 + 1)
+
+
 def _expected_disc_params(res: int, n: int, h: int, c: int = 3) -> int:
     """Closed form of the discriminator's size, written independently of the module code."""
     s = num_stages(res)

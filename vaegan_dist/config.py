@@ -44,6 +44,11 @@ class ModelConfig:
     # image D reconstructs exactly, k_t -> 1); linear stays the default
     d_output: str = "linear"
     g_output: str = "linear"
+    # D's encoder sees a minibatch-std feature map over groups of this many samples
+    # (Karras et al. 2018), so D can tell a batch of near-identical fakes from real ones;
+    # 0: off (the paper's D). Measured with 4 (bench/results/fidelity.md): BEGAN still
+    # collapses on digits, the full model gains there but is far worse on MNIST; off
+    d_mbstd: int = 0
 
 
 @dataclass
@@ -347,6 +352,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.kimg must be >= 0, got {t.kimg}")
     if t.log_every_kimg <= 0:
         raise ConfigError(f"train.log_every_kimg must be > 0, got {t.log_every_kimg}")
+    if m.d_mbstd < 0:
+        raise ConfigError(f"model.d_mbstd must be >= 0, got {m.d_mbstd}")
     _choice("model.d_output", m.d_output, OUTPUTS)
     _choice("model.g_output", m.g_output, OUTPUTS)
     _choice("loss.variant", cfg.loss.variant, tuple(VARIANTS))

@@ -1,6 +1,8 @@
 """BEGAN-backbone encoder/decoder (paper sec. 4, BEGAN arXiv 1703.10717), the VAE generator
 and the auto-encoder discriminator. No batch norm, dropout or transposed convolutions, so
-batching several inputs through one forward is exactly equivalent to separate forwards."""
+batching several inputs through one forward is exactly equivalent to separate forwards
+(except with the optional minibatch-std feature of D, `model.d_mbstd`, which reads groups
+of consecutive samples by design)."""
 
 from __future__ import annotations
 
@@ -30,16 +32,30 @@ class _Stage(nn.Sequential):
         super().__init__(_conv(cin, cout), nn.ELU(), _conv(cout, cout), nn.ELU())
 
 
+def minibatch_std(x: torch.Tensor, group: int) -> torch.Tensor:
+    """Append one feature map: the std over a group of samples, averaged over channels and
+    positions (Karras et al. 2018, "minibatch standard deviation"). Groups are consecutive
+    samples, so micro-batches and ranks holding whole groups see the same value; a batch
+    not divisible by `group` is one group."""
+    b, c, h, w = x.shape
+    g = group if b % group == 0 else b
+    y = x.float().reshape(b // g, g, c, h, w)
+    s = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # per group
+    s = s.repeat_interleave(g).to(x.dtype).reshape(b, 1, 1, 1).expand(b, 1, h, w)
+    return torch.cat([x, s], dim=1)
+
+
 class Encoder(nn.Module):
     """conv3x3+ELU, then per stage s (filters s*n) two conv3x3+ELU and a stride-2 conv
     between stages; the last stage is 8x8; a linear layer (no non-linearity) to `out_dim`.
-    Layer for layer the discriminator encoder of BEGAN's widely used reference code."""
+    Layer for layer the discriminator encoder of BEGAN's widely used reference code.
+    `mbstd` > 0: a minibatch-std feature map (groups of `mbstd`) enters the linear layer."""
 
     def __init__(self, resolution: int, n: int, out_dim: int, channels: int = 3,
-                 ckpt: bool = False):
+                 ckpt: bool = False, mbstd: int = 0):
         super().__init__()
         s_count = num_stages(resolution)
-        self.ckpt = ckpt
+        self.ckpt, self.mbstd = ckpt, mbstd
         self.stem = nn.Sequential(_conv(channels, n), nn.ELU())
         self.stages = nn.ModuleList()
         self.downs = nn.ModuleList()
@@ -49,7 +65,7 @@ class Encoder(nn.Module):
             cin = s * n
             if s < s_count:  # sub-sampling keeps the stage's filters; the next stage widens
                 self.downs.append(nn.Sequential(_conv(cin, cin, stride=2), nn.ELU()))
-        self.fc = nn.Linear(8 * 8 * cin, out_dim)
+        self.fc = nn.Linear(8 * 8 * (cin + (mbstd > 0)), out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -57,6 +73,8 @@ class Encoder(nn.Module):
             x = _run(stage, x, self.ckpt)
             if i < len(self.downs):
                 x = self.downs[i](x)
+        if self.mbstd > 0:
+            x = minibatch_std(x, self.mbstd)
         return self.fc(x.flatten(1))
 
 
@@ -118,7 +136,7 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.enc = Encoder(cfg.resolution, cfg.n, cfg.d_latent, cfg.channels,
-                           cfg.checkpoint_stages)
+                           cfg.checkpoint_stages, cfg.d_mbstd)
         self.dec = Decoder(cfg.resolution, cfg.n, cfg.d_latent, cfg.channels,
                            cfg.checkpoint_stages, cfg.d_output)
 
