@@ -82,3 +82,38 @@ def test_switching_engine_on_resume_is_one_clear_error(tmp_path):
     assert run(train_cmd(b, 2, nproc=2)).returncode == 0
     r = run(train_cmd(b, 3, nproc=2, overrides=ds), timeout=500)
     assert r.returncode != 0 and "holds no DeepSpeed state" in r.stderr
+
+
+def test_guard_rolls_back_at_once_under_deepspeed_two_processes(tmp_path):
+    """The divergence guard with DeepSpeed (ZeRO-2, 2 processes): its engine step cannot be
+    skipped on our flag, so a non-finite step rolls back at once (not after
+    guard.rollback_after in a row), to the newest good checkpoint, through DeepSpeed's own
+    checkpoint API, with the lr halved; the run then finishes and every checkpoint on disk
+    is finite and verified."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_guard import SMALL, assert_every_checkpoint_good, strict_records
+    from vaegan_dist import checkpoint as ckpt
+    from vaegan_dist.guard import FAULT_ENV
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "vaegan_dist.cli.train", "--config", "tiny", "--run-dir", str(tmp_path),
+           "--max-steps", "16", *SMALL, "train.ckpt_every_kimg=0.032",  # every 4 steps
+           "guard.rollback_after=3", "train.stop_check_every=1",
+           "train.engine=deepspeed", "train.deepspeed_config=zero2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", FAULT_ENV: json.dumps({"from": 9, "to": 11})}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "1 non-finite steps in a row at step 10: rolled back to step-000000008 (step 8), " \
+           "lr 0.0005 -> 0.00025 (rollback 1 of at most 3)" in r.stdout
+    assert "rolled back to step-000000008 (step 8), lr 0.00025 -> 0.000125 (rollback 2" \
+        in r.stdout
+    recs = strict_records(tmp_path)
+    assert [x["rollback"] for x in recs if "rollback" in x] == [1, 2]
+    assert recs[-1]["step"] == 16 and recs[-1]["lr"] == 0.000125 and not recs[-1]["skipped"]
+    assert_every_checkpoint_good(tmp_path)
+    state, _ = ckpt.load(ckpt.latest(tmp_path))
+    assert state["guard"] == {"skipped": 2, "rollbacks": 2}
