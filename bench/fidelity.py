@@ -333,30 +333,25 @@ def main(argv: list[str] | None = None) -> int:
     docs = Path(a.docs)
     from vaegan_dist.images import save_grid, to_uint8
 
-    def run_dir(arm: Arm, seed: int) -> Path:
-        return work / "runs" / f"{tag}-{arm.label}-kimg{a.kimg:g}-{a.device}-s{seed}"
-
-    jobs = [(arm, seed) for arm in arms for seed in a.seeds]
+    jobs = [(arm, seed, work / "runs" / f"{tag}-{arm.label}-kimg{a.kimg:g}-{a.device}-s{seed}")
+            for arm in arms for seed in a.seeds]
     with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:  # each job is a subprocess
-        secs_of = dict(zip(((arm.label, seed) for arm, seed in jobs), pool.map(
-            lambda j: train_run(run_dir(*j), j[0].overrides, data_ov, steps, j[1], a.threads,
-                                a.device), jobs), strict=True))
-    for arm in arms:
-        for seed in a.seeds:
-            run, secs = run_dir(arm, seed), secs_of[arm.label, seed]
-            x = samples(run, a.samples, a.device)
-            u8 = to_uint8(x)
-            feats, logits = ex(u8)
-            row = {"seed": seed, "secs": secs, "FD": fd_to(ref, feats),
-                   **class_scores(logits, ex.classes), **controller_summary(run, steps)}
-            if incep:
-                row["FID"] = fd_to(ref_inc, incep(u8[:n_inc])[0])
-            arm.runs.append(row)
-            if seed == a.seeds[0]:
-                save_grid(x[:64], docs / f"{tag}-{arm.label}.png", 8)
-            print(f"{arm.label} seed {seed}: " + " ".join(
-                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                for k, v in row.items()), flush=True)
+        seconds = list(pool.map(lambda j: train_run(j[2], j[0].overrides, data_ov, steps, j[1],
+                                                    a.threads, a.device), jobs))
+    for (arm, seed, run), secs in zip(jobs, seconds, strict=True):
+        x = samples(run, a.samples, a.device)
+        u8 = to_uint8(x)
+        feats, logits = ex(u8)
+        row = {"seed": seed, "secs": secs, "FD": fd_to(ref, feats),
+               **class_scores(logits, ex.classes), **controller_summary(run, steps)}
+        if incep:
+            row["FID"] = fd_to(ref_inc, incep(u8[:n_inc])[0])
+        arm.runs.append(row)
+        if seed == a.seeds[0]:
+            save_grid(x[:64], docs / f"{tag}-{arm.label}.png", 8)
+        print(f"{arm.label} seed {seed}: " + " ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in row.items()), flush=True)
     save_grid(torch.from_numpy(real[:64]).permute(0, 3, 1, 2).float() / 127.5 - 1,
               docs / f"{tag}-real.png", 8)
 
