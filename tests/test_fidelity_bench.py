@@ -46,3 +46,25 @@ def test_fidelity_bench_smoke(tmp_path):
     secs = float((tmp_path / "work" / "runs" / "digits-full-kimg0.32-cpu-s0"
                   / "bench_train_seconds.txt").read_text())
     assert f"full seed 0: seed 0 secs {secs:.4g} " in r2.stdout
+
+
+def test_cached_run_config_matching():
+    """A cached run is reused when its config equals today's, or lacks only options added
+    since that sit at their defaults; any other difference makes it stale."""
+    import yaml
+
+    from bench.fidelity import same_config
+    from vaegan_dist.config import build_config, dump_yaml
+
+    now = dump_yaml(build_config("tiny", ["loss.variant=began", "controller.l1=0.01"]))
+    assert same_config(now, now)
+    older = yaml.safe_load(now)
+    del older["model"]["d_mbstd"]  # trained before the option existed
+    assert same_config(yaml.safe_dump(older), now)
+    with_option = dump_yaml(build_config("tiny", ["loss.variant=began", "controller.l1=0.01",
+                                                  "model.d_mbstd=4"]))
+    assert not same_config(yaml.safe_dump(older), with_option)  # the option is now used
+    assert not same_config(now, dump_yaml(build_config("tiny", ["loss.variant=began"])))
+    dropped = yaml.safe_load(now)
+    dropped["model"]["retired_key"] = 1  # an option removed since: not the same code
+    assert not same_config(yaml.safe_dump(dropped), now)
