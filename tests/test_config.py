@@ -18,7 +18,7 @@ def test_presets_hold_paper_values(preset):
     # the controller's set-point and reading are measured defaults, not the paper's 0.5 with
     # Eq. 10 (which never engages k on real data: bench/results/controller_study.md)
     assert (cfg.loss.eta, cfg.loss.error_reading) == (1.5, "weighted_mean")
-    assert (cfg.loss.ls_norm, cfg.loss.ls_match) == ("none", "mean_std")
+    assert (cfg.loss.ls_norm, cfg.loss.ls_match) == ("none", "mmd")
     # tiny, for runs of a few thousand steps, triples the integral gain (the paper's 1e-3 is
     # too slow for k_t to reach its equilibrium there: bench/results/fidelity.md)
     l1 = 3e-3 if preset == "tiny" else 1e-3

@@ -11,6 +11,7 @@ from vaegan_dist.config import ConfigError, LossConfig, build_config
 from vaegan_dist.controller import PIDController
 from vaegan_dist.losses import (
     ERROR_READINGS,
+    LS_MATCHES,
     LS_NORMS,
     controller_error,
     latent_similarity,
@@ -92,6 +93,46 @@ def test_feature_matching_of_a_collapsed_batch_is_not_zero():
         pytest.approx(0.0, abs=1e-6)
 
 
+def _np_mmd(a: np.ndarray, b: np.ndarray) -> float:
+    """The MMD reading, written out sample pair by sample pair."""
+    z = np.concatenate([a, b])
+    m, n = len(z), len(a)
+    d2 = np.array([[np.sum((z[i] - z[j]) ** 2) for j in range(m)] for i in range(m)])
+    h = np.median([d2[i, j] for i in range(m) for j in range(m) if i != j])
+    k = np.mean([np.exp(-d2 / (s * h)) for s in (0.25, 1.0, 4.0)], axis=0)
+    mmd2 = k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+    return float(np.sqrt(max(mmd2, 0.0) + 1e-8) * np.sqrt(h))
+
+
+@pytest.mark.parametrize("norm", LS_NORMS)
+def test_mmd_against_numpy(norm):
+    zr, zf = _latents(3)
+    a, b = _np_norm(zr, zf, norm)
+    got = latent_similarity(torch.tensor(zr), torch.tensor(zf), norm, "mmd").item()
+    assert got == pytest.approx(_np_mmd(a, b), rel=1e-5)
+
+
+def test_mmd_sees_dropped_modes_that_mean_std_does_not():
+    """Four modes at the corners of a square against two of them, each twice: the same
+    per-dimension mean and std, so feature matching of batch statistics is blind to the
+    dropped modes; the MMD is not, and is ~0 (with a finite gradient) for the same set."""
+    zr = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])
+    dropped = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, 1.0], [-1.0, -1.0]],
+                           requires_grad=True)
+    assert latent_similarity(zr, dropped, "none", "mean_std").item() == pytest.approx(0.0,
+                                                                                    abs=1e-6)
+    assert latent_similarity(zr, dropped, "none", "mmd").item() > 0.3
+    same = zr[[2, 0, 3, 1]].clone().requires_grad_(True)
+    v = latent_similarity(zr, same, "none", "mmd")
+    assert v.item() < 1e-3
+    v.backward()
+    assert torch.isfinite(same.grad).all()
+    # the scale follows the latents' units, as the L1 readings do
+    assert latent_similarity(3 * zr, 3 * dropped.detach(), "none", "mmd").item() == \
+        pytest.approx(3 * latent_similarity(zr, dropped.detach(), "none", "mmd").item(),
+                      rel=1e-5)
+
+
 @pytest.mark.parametrize("reading", ERROR_READINGS)
 def test_controller_error_readings(reading):
     L_d, L_g, L_v, eta, a = 0.4, 0.1, 0.3, 0.5, 0.3
@@ -147,7 +188,7 @@ def test_compute_losses_uses_the_configured_similarity(norm):
     assert full["L_s"].item() == pytest.approx(latent_similarity(f.z_d, f.z_v_d, norm).item())
     assert full["L_gen"].item() == pytest.approx(
         (full["L_g"] + 0.3 * full["L_v"] + 0.1 * full["L_s"] + 0.1 * full["L_e"]).item())
-    for match in ("pair", "mean", "mean_std"):
+    for match in LS_MATCHES:
         t = compute_losses(f, LossConfig(variant="began_star_lsm", ls_norm=norm,
                                          ls_match=match), 0.1)
         want = latent_similarity(f.z_d, f.z_g_d, norm, match).item()

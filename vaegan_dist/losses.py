@@ -40,7 +40,7 @@ def convergence(L_d: float, e: float) -> float:
 # --- the learned similarity metric (Eq. 9) and its scale ---------------------------------
 
 LS_NORMS = ("none", "rms", "std", "tanh")
-LS_MATCHES = ("pair", "mean", "mean_std")
+LS_MATCHES = ("pair", "mean", "mean_std", "mmd")
 
 
 def normalize_latents(z_real: torch.Tensor, z_fake: torch.Tensor, norm: str = "none",
@@ -82,16 +82,40 @@ def latent_similarity(z_real: torch.Tensor, z_fake: torch.Tensor, norm: str = "n
     - 'mean':     feature matching (Salimans et al. 2016): mean over dims of
                   |E_batch z_real - E_batch z_fake|, for unpaired real/fake batches;
     - 'mean_std': the same plus |std_batch z_real - std_batch z_fake| (population std),
-                  so the fakes must also spread like the reals."""
+                  so the fakes must also spread like the reals;
+    - 'mmd':      the maximum mean discrepancy of the two batches (`mmd`): zero only when
+                  the distributions are equal, so also when per-dimension means and stds
+                  match but the joint (which modes are present) does not."""
     zr, zf = normalize_latents(z_real, z_fake, norm)
     if match == "pair":
         return (zr - zf).abs().mean()
+    if match == "mmd":
+        return mmd(zr, zf)
     if match not in ("mean", "mean_std"):
         raise ValueError(f"unknown L_s matching '{match}' ({', '.join(LS_MATCHES)})")
     d = (zr.mean(dim=0) - zf.mean(dim=0)).abs().mean()
     if match == "mean_std":
         d = d + (_pop_std(zr) - _pop_std(zf)).abs().mean()
     return d
+
+
+def mmd(a: torch.Tensor, b: torch.Tensor, scales: tuple[float, ...] = (0.25, 1.0, 4.0)
+        ) -> torch.Tensor:
+    """sqrt(MMD^2) between the batches a and b (rows are samples; biased V-statistic, so
+    >= 0), kernel the mean of Gaussians exp(-d^2 / (s h)) over `scales` (Li et al. 2015,
+    GMMN; several bandwidths as in MMD-GAN), h the median squared distance between the
+    pooled samples (a detached statistic). Multiplied by sqrt(h), so the value is in the
+    units of the latents, as the L1 readings are, and beta keeps its scale."""
+    z = torch.cat([a, b]).float()  # a difference of kernel means: bf16 would round it away
+    d2 = (z[:, None, :] - z[None, :, :]).pow(2).sum(-1)  # not cdist: finite grad at 0
+    n, m = a.shape[0], z.shape[0]
+    # the off-diagonal entries without a boolean mask (which would wait for the host on GPU)
+    v = d2.detach().flatten()[1:].view(m - 1, m + 1)[:, :-1].flatten().sort().values
+    c = v.numel() // 2  # m (m - 1) is even: the median is the mean of the middle two
+    h = torch.lerp(v[c - 1], v[c], 0.5).clamp_min(1e-12)  # bit for bit torch.quantile's
+    k = sum(torch.exp(-d2 / (s * h)) for s in scales) / len(scales)
+    mmd2 = k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+    return (mmd2.clamp_min(0) + 1e-8).sqrt() * h.sqrt()
 
 
 def _pop_std(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -76,7 +76,7 @@ def _vae_began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tenso
 def _began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
     """No VAE: L_s compares D's latents of the real batch and the generated batch; their
     images are unrelated, so by default as batch statistics (feature matching,
-    loss.ls_match=mean_std); 'pair' (an L1 to an unrelated real latent) collapses."""
+    loss.ls_match=mmd, or mean_std); 'pair' (an L1 to an unrelated real latent) collapses."""
     t = _energies(f)
     t["L_s"] = latent_similarity(f.z_d, f.z_g_d, cfg.ls_norm, cfg.ls_match)
     t["L_dis"] = t["L_d"] - k * t["L_g"]
