@@ -28,7 +28,8 @@ once adds about a minute); with --threads 1 --jobs 2 (two trainings side by side
 MNIST seeds took 23 minutes, five digits seeds 10; --smoke (sklearn digits, 0.32 kimg,
 300 samples) about a minute. The default budget is short of the controllers' equilibrium:
 at these gains BEGAN's k_t settles after about 3,000 steps (--kimg 48; three digits seeds
-with --jobs 2 took 37 minutes), and the variants are best compared there (fidelity.md).
+with --jobs 2 took 37 minutes with two of the nine runs already trained, so about 45 from
+scratch), and the variants are best compared there (fidelity.md).
 --device cuda: the GPU settings of issue 12 and 200 kimg per arm by default."""
 
 from __future__ import annotations
