@@ -100,3 +100,29 @@ def test_masked_update_leaves_the_state_unchanged():
     assert c.state_dict() == before
     c.update(*SEQ[1], apply=torch.tensor(True))
     assert float(c.k) == pytest.approx(K[1], abs=1e-12)
+
+
+def test_relative_scale_divides_the_error_by_the_real_energy():
+    """controller.scale=relative: e_t / L_d, so multiplying every energy by s leaves the k
+    sequence unchanged (the absolute one moves s times as fast), and a step raises k by at
+    most l1 * eta however small the energies are."""
+    rng = random.Random(1)
+    seq = [(rng.uniform(0.05, 1), rng.uniform(0, 1), rng.uniform(0, 1)) for _ in range(200)]
+    gains = (1e-2, 1e-3, 1e-3)
+    ref = PIDController(*gains, eta=1.5, alpha=0.3, reading="weighted_mean", scale="relative")
+    for ld, lg, lv in seq[:3]:
+        ref.update(ld, lg, lv)
+        want = (1.5 * ld - (lg + 0.3 * lv) / 1.3) / ld  # independent of controller_error
+        assert float(ref.e1) == pytest.approx(want, rel=1e-12)
+
+    def ks(s: float, scale: str) -> list[float]:
+        c = PIDController(*gains, eta=1.5, alpha=0.3, reading="weighted_mean", scale=scale)
+        return [float(c.update(s * ld, s * lg, s * lv)) for ld, lg, lv in seq]
+
+    assert ks(0.01, "relative") == pytest.approx(ks(1.0, "relative"), abs=1e-12)
+    assert ks(0.01, "absolute") != pytest.approx(ks(1.0, "absolute"), abs=1e-3)
+    c = PIDController(1e-3, 0.0, 0.0, eta=1.5, alpha=0.0, scale="relative")
+    assert float(c.update(1e-6, 0.0)) == pytest.approx(1.5e-3)  # G's images cost D nothing
+    assert float(c.update(0.0, 0.0)) == pytest.approx(1.5e-3)  # L_d = 0: finite, unchanged
+    with pytest.raises(ValueError, match="scale"):
+        PIDController(1e-3, 0, 0, 0.5, 0.3, scale="log")

@@ -161,7 +161,8 @@ def test_unknown_reading_and_norm_are_rejected():
         PIDController(1e-3, 0, 0, 0.5, 0.3, reading="eq12")
     with pytest.raises(ValueError):
         latent_similarity(torch.zeros(2, 2), torch.zeros(2, 2), "l2")
-    for bad in ("loss.error_reading=eq12", "loss.ls_norm=l2", "loss.ls_match=median"):
+    for bad in ("loss.error_reading=eq12", "loss.ls_norm=l2", "loss.ls_match=median",
+                "controller.scale=log"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             build_config(None, [bad])
 

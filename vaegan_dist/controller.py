@@ -14,16 +14,28 @@ import torch
 
 from .losses import ERROR_READINGS, Number, controller_error
 
+# absolute: e_t as losses.controller_error gives it (the paper's; in units of the energies)
+# relative: e_t / L_d, the distance of the ratio (fake energy / real energy) from eta, so the
+#   speed of k_t does not depend on the scale of the energies (data set, width, lr), and a
+#   step can raise k_t by at most l1 * eta (bench/results/fidelity.md)
+ERROR_SCALES = ("absolute", "relative")
+
 
 class PIDController:
-    """e_t = eta L_d - (L_g + alpha L_v), or another `reading` (losses.controller_error);
+    """e_t = eta L_d - (L_g + alpha L_v), or another `reading` (losses.controller_error),
+    divided by L_d when `scale` is 'relative';
     k_t = clip(k_{t-1} + l1 e_t + l2 (e_t - e_{t-1}) + l3 (e_t - 2e_{t-1} + e_{t-2}), 0, 1)."""
 
     def __init__(self, l1: float, l2: float, l3: float, eta: float, alpha: float,
-                 k0: float = 0.0, device: torch.device | str = "cpu", reading: str = "eq10"):
+                 k0: float = 0.0, device: torch.device | str = "cpu", reading: str = "eq10",
+                 scale: str = "absolute"):
         if reading not in ERROR_READINGS:
             raise ValueError(f"unknown controller error reading '{reading}' "
                              f"({', '.join(ERROR_READINGS)})")
+        if scale not in ERROR_SCALES:
+            raise ValueError(f"unknown controller error scale '{scale}' "
+                             f"({', '.join(ERROR_SCALES)})")
+        self.scale = scale
         self.l1, self.l2, self.l3 = float(l1), float(l2), float(l3)
         self.eta, self.alpha, self.reading = float(eta), float(alpha), reading
         self.device = torch.device(device)
@@ -37,8 +49,11 @@ class PIDController:
         return torch.as_tensor(v, dtype=torch.float64, device=self.device)
 
     def error(self, L_d: Number, L_g: Number, L_v: Number = 0.0) -> torch.Tensor:
-        return controller_error(self._t(L_d), self._t(L_g), self._t(L_v), self.eta,
-                                self.alpha, self.reading)
+        L_d = self._t(L_d)
+        e = controller_error(L_d, self._t(L_g), self._t(L_v), self.eta, self.alpha,
+                             self.reading)
+        # a floor on L_d: a D that reconstructs real images exactly must not give an infinite e
+        return e / L_d.clamp_min(1e-8) if self.scale == "relative" else e
 
     def update(self, L_d: Number, L_g: Number, L_v: Number = 0.0,
                apply: torch.Tensor | None = None) -> torch.Tensor:

@@ -37,7 +37,7 @@ def build_controller(cfg: Config, variant: variants.Variant,
     c = cfg.controller
     alpha = cfg.loss.alpha if variant.vae else 0.0
     return PIDController(*variant.gains(c.l1, c.l2, c.l3), cfg.loss.eta, alpha, c.k0,
-                         device=device, reading=cfg.loss.error_reading)
+                         device=device, reading=cfg.loss.error_reading, scale=c.scale)
 
 
 def build_optimizers(cfg: Config, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
