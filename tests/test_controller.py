@@ -126,3 +126,21 @@ def test_relative_scale_divides_the_error_by_the_real_energy():
     assert float(c.update(0.0, 0.0)) == pytest.approx(1.5e-3)  # L_d = 0: finite, unchanged
     with pytest.raises(ValueError, match="scale"):
         PIDController(1e-3, 0, 0, 0.5, 0.3, scale="log")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_trainer_builds_the_configured_controller(variant):
+    """config -> train.build_controller: the scale, reading, eta and the variant's gains
+    reach the controller (BEGAN: integral only; without a VAE alpha weighs nothing)."""
+    from vaegan_dist.config import build_config
+    from vaegan_dist.train import build_controller
+
+    cfg = build_config("tiny", [f"loss.variant={variant}", "controller.scale=relative",
+                                "loss.error_reading=eq10", "controller.k0=0.25"])
+    c = build_controller(cfg, VARIANTS[variant], torch.device("cpu"))
+    assert (c.scale, c.reading, c.eta, float(c.k)) == ("relative", "eq10", cfg.loss.eta, 0.25)
+    assert (c.l1, c.l2, c.l3) == VARIANTS[variant].gains(*(getattr(cfg.controller, g)
+                                                           for g in ("l1", "l2", "l3")))
+    assert c.alpha == (cfg.loss.alpha if VARIANTS[variant].vae else 0.0)
+    assert build_controller(build_config("tiny", []), VARIANTS[variant],
+                            torch.device("cpu")).scale == "absolute"  # the default
