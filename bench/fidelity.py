@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
 from vaegan_dist.attributes import ShardAttrReader  # noqa: E402
-from vaegan_dist.config import Config, to_dict  # noqa: E402
+from vaegan_dist.config import Config, ConfigError, build_config, to_dict  # noqa: E402
 from vaegan_dist.data.streaming import find_shards  # noqa: E402
 from vaegan_dist.features import ClassifierExtractor, ExtractorError  # noqa: E402
 from vaegan_dist.metrics import feature_stats, frechet_distance, inception_score, softmax  # noqa: E402,I001
@@ -246,12 +246,12 @@ class Arm:
     overrides: list[str]
     runs: list[dict] = field(default_factory=list)
 
-    def steps(self, kimg: float, default_batch: int) -> tuple[int, int]:
-        """(steps, batch) for `kimg` thousand images: the arm's own `train.batch=` override
-        (the last one) counts, so an arm with another batch still sees the same images."""
-        sizes = [int(o.split("=", 1)[1]) for o in self.overrides if o.startswith("train.batch=")]
-        batch = sizes[-1] if sizes else default_batch
-        return max(1, round(kimg * 1000 / batch)), batch
+    def steps(self, kimg: float, device: str) -> tuple[int, int]:
+        """(steps, batch) for `kimg` thousand images at the batch the trainer will use (the
+        preset, the GPU settings, then the arm's own overrides), so an arm with another
+        batch still sees the same images. A bad override raises ConfigError."""
+        cfg = build_config("tiny", [*(GPU if device == "cuda" else []), *self.overrides])
+        return max(1, round(kimg * 1000 / cfg.train.batch)), cfg.train.batch
 
 
 def parse_arm(text: str) -> Arm:
@@ -311,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         print("fidelity: --device cuda but no CUDA device", file=sys.stderr)
         return 2
     arms = a.arm or [Arm(k, list(v)) for k, v in ARMS.items()]
+    try:  # label -> (steps, batch); a bad override is refused here, before any work
+        plan = {arm.label: arm.steps(a.kimg, a.device) for arm in arms}
+    except ConfigError as e:
+        print(f"fidelity: {e}", file=sys.stderr)
+        return 2
     work, res = Path(a.work), a.resolution
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -359,8 +364,6 @@ def main(argv: list[str] | None = None) -> int:
         data_ov = [f"data.path={folder_copy(shards, res, x_tr)}", "data.source=folder",
                    f"model.resolution={res}"]
         print("webdataset not installed: training from a PNG folder copy of the train split")
-    batch = 64 if a.device == "cuda" else 16
-    plan = {arm.label: arm.steps(a.kimg, batch) for arm in arms}  # label -> (steps, batch)
     docs = Path(a.docs)
     from vaegan_dist.images import save_grid, to_uint8
 

@@ -74,8 +74,21 @@ def test_an_arm_with_its_own_batch_sees_the_same_images():
     """--kimg is images: an arm overriding train.batch trains kimg * 1000 / its batch steps
     (it used to take the benchmark's batch, so 'train.batch=16' on cuda saw a quarter)."""
     from bench.fidelity import parse_arm
+    from vaegan_dist.config import ConfigError
 
-    assert parse_arm("b:loss.variant=began").steps(50, 64) == (781, 64)
-    assert parse_arm("b:loss.variant=began train.batch=16").steps(50, 64) == (3125, 16)
-    assert parse_arm("b:train.batch=8 train.batch=32").steps(4.8, 16) == (150, 32)
-    assert parse_arm("b:train.batch=4096").steps(0.32, 16) == (1, 4096)  # at least a step
+    assert parse_arm("b:loss.variant=began").steps(50, "cuda") == (781, 64)
+    assert parse_arm("b:loss.variant=began train.batch=16").steps(50, "cuda") == (3125, 16)
+    assert parse_arm("b:loss.variant=began").steps(4.8, "cpu") == (300, 16)  # tiny's batch
+    assert parse_arm("b:train.batch=8 train.batch=32").steps(4.8, "cpu") == (150, 32)
+    assert parse_arm("b:train.batch=4096").steps(0.32, "cpu") == (1, 4096)  # at least a step
+    with pytest.raises(ConfigError, match="loss.variant"):
+        parse_arm("b:loss.variant=gan").steps(1, "cpu")  # refused before any training
+
+
+def test_a_bad_arm_is_one_line_before_any_work(tmp_path, capsys):
+    from bench.fidelity import main
+
+    assert main(["--smoke", "--work", str(tmp_path / "w"), "--arm", "b:loss.eta=-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "fidelity: loss.eta must be >= 0" and "Traceback" not in err
+    assert not (tmp_path / "w").exists()  # nothing sharded, trained or written
