@@ -68,6 +68,9 @@ ARMS = {  # label -> overrides; every other loss key keeps the project's default
 }
 GPU = ["train.device=cuda", "train.precision=bf16", "model.n=64", "model.latent=64",
        "model.d_latent=64", "train.batch=64", "optim.lr=1e-4"]
+# the loss terms in the table, means over the last tenth of the logged steps (L_sg: the full
+# model's prior samples against the reals, in D's latent space; BEGAN*+LSM's L_s is the same)
+LOSS_COLUMNS = ("L_d", "L_g", "L_v", "L_s", "L_sg")
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -203,7 +206,7 @@ def controller_summary(run: Path, steps: int) -> dict:
 
     return {"k_pos": float(np.mean([r["k"] > 0 for r in after])), "k_end": rows[-1]["k"],
             "k_max": max(r["k"] for r in rows), "e_half": mean("e", half),
-            **{t: mean(t, last) for t in ("L_d", "L_g", "L_v", "L_s")}}
+            **{t: mean(t, last) for t in LOSS_COLUMNS}}
 
 
 # --- scoring ------------------------------------------------------------------------------
@@ -393,12 +396,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # the table
     header = ["arm", "overrides", "FD (lower is better)", "IS analogue", "classes covered",
-              "k>0 after warm-up", "k end", "mean e (2nd half)", "L_d", "L_g", "L_v", "L_s",
-              "train s"]
+              "k>0 after warm-up", "k end", "mean e (2nd half)", *LOSS_COLUMNS, "train s"]
     if incep:
         header.insert(5, f"Inception FID ({n_inc})")
     rows = [["real", real_note, f"{real_row['FD']:.3g}", f"{real_row['IS']:.3g}",
-             f"{real_row['classes']}/{ex.classes}", "", "", "", "", "", "", "", ""]]
+             f"{real_row['classes']}/{ex.classes}", *[""] * (4 + len(LOSS_COLUMNS))]]
     if incep:
         rows[0].insert(5, f"{real_row['FID']:.3g}" if "FID" in real_row else "")
     for arm in arms:
@@ -409,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                  f" (max {max(x['classes'] for x in rs)})" if len(rs) > 1 else ""),
              fmt_stat([x["k_pos"] for x in rs], 2), fmt_stat([x["k_end"] for x in rs], 2),
              fmt_stat([x["e_half"] for x in rs], 2),
-             *(fmt_stat([x[t] for x in rs], 3) for t in ("L_d", "L_g", "L_v", "L_s")),
+             *(fmt_stat([x[t] for x in rs], 3) for t in LOSS_COLUMNS),
              f"{np.mean([x['secs'] for x in rs]):.0f}"]
         if incep:
             r.insert(5, fmt_stat([x["FID"] for x in rs]))

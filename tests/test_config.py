@@ -55,6 +55,7 @@ def test_overrides_are_typed():
     ("loss.variant=gan", "loss.variant must be one of"),
     ("model.d_output=relu", "model.d_output must be one of linear, tanh"),
     ("model.d_mbstd=-1", "model.d_mbstd must be >= 0"),
+    ("loss.ls_prior=maybe", "loss.ls_prior: expected true/false"),
     ("train.precision=fp8", "train.precision"),
     ("optim.betas=[0.5]", "expected a list of 2"),
     ("optim.lr=-1", "optim.lr must be > 0"),
@@ -64,6 +65,13 @@ def test_overrides_are_typed():
 def test_bad_overrides_rejected(override, needle):
     with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):
         build_config("tiny", [override])
+
+
+def test_ls_prior_needs_the_vae_variant():
+    assert build_config("tiny", ["loss.ls_prior=true"]).loss.ls_prior is True
+    for variant in ("began", "began_star_lsm"):
+        with pytest.raises(ConfigError, match="loss.ls_prior is for the VAE variant"):
+            build_config("tiny", [f"loss.variant={variant}", "loss.ls_prior=true"])
 
 
 def test_unknown_preset():

@@ -197,6 +197,26 @@ def test_compute_losses_uses_the_configured_similarity(norm):
         assert t["L_gen"].item() == pytest.approx(t["L_g"].item() + 0.1 * want)
 
 
+@pytest.mark.parametrize("match", LS_MATCHES)
+def test_full_model_prior_term_is_the_ablations_ls(match):
+    """L_sg (logged always) is BEGAN*+LSM's L_s of the same forward; with loss.ls_prior it
+    joins L_gen (and only L_gen), else it carries no gradient."""
+    f = _forward()
+    f.z_g_d.requires_grad_(True)
+    bsl = compute_losses(f, LossConfig(variant="began_star_lsm", ls_match=match), 0.1)
+    off = compute_losses(f, LossConfig(ls_match=match), 0.1)
+    on = compute_losses(f, LossConfig(ls_match=match, ls_prior=True), 0.1)
+    assert off["L_sg"].item() == pytest.approx(bsl["L_s"].item())
+    assert on["L_sg"].item() == pytest.approx(bsl["L_s"].item())
+    assert not off["L_sg"].requires_grad
+    assert on["L_gen"].item() == pytest.approx(off["L_gen"].item() + 0.1 * bsl["L_s"].item())
+    assert on["L_enc"].item() == pytest.approx(off["L_enc"].item())
+    assert on["L_dis"].item() == pytest.approx(off["L_dis"].item())
+    g = torch.autograd.grad(on["L_gen"] - off["L_gen"], f.z_g_d)[0]
+    want = torch.autograd.grad(0.1 * bsl["L_s"], f.z_g_d)[0]
+    torch.testing.assert_close(g, want)
+
+
 def test_step_logs_e_beside_k():
     from vaegan_dist.train import build_step
 

@@ -41,18 +41,21 @@ def setup(k: float = 0.3, seed: int = 0):
     return cfg, models, opts, ctrl, x
 
 
-def make_step(models, opts, ctrl, latent: int, seed: int) -> TrainStep:
+def make_step(models, opts, ctrl, latent: int, seed: int,
+              loss_cfg: LossConfig | None = None) -> TrainStep:
     """The step as the trainer builds it: the trainer's engine (build_engine) for the
     configured train.* options, around these models and optimisers."""
     engine = build_engine(CFG, models, opts, torch.device("cpu"))
-    return TrainStep(engine, ctrl, VARIANTS["vae_began_star_lsm"], LossConfig(), latent, seed)
+    return TrainStep(engine, ctrl, VARIANTS["vae_began_star_lsm"], loss_cfg or LossConfig(),
+                     latent, seed)
 
 
-@pytest.mark.parametrize("k", [0.0, 0.37])
-def test_step_applies_each_loss_gradient_to_its_own_module(k):
+@pytest.mark.parametrize("k, ls_prior", [(0.0, False), (0.37, False), (0.37, True)])
+def test_step_applies_each_loss_gradient_to_its_own_module(k, ls_prior):
+    """ls_prior adds beta L_sg (prior samples' latents against the reals') to L_gen only."""
     cfg, models, opts, ctrl, x = setup(k)
-    loss_cfg = LossConfig()
-    step = make_step(models, opts, ctrl, cfg.latent, seed=7)
+    loss_cfg = LossConfig(ls_prior=ls_prior)
+    step = make_step(models, opts, ctrl, cfg.latent, seed=7, loss_cfg=loss_cfg)
     step([x], step=3)
     eps, z_g = step_noise(7, 3, 4, cfg.latent, True, x.device)
     ref = naive_grads(models, x, eps.double(), z_g.double(), loss_cfg, k)

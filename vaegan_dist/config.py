@@ -78,6 +78,10 @@ class LossConfig:
     # of batch statistics, Salimans et al. 2016) | mmd (maximum mean discrepancy: measured
     # best, mean_std dropped classes at 3,000 steps; bench/results/fidelity.md)
     ls_match: str = "mmd"
+    # the full model only: L_gen also gets beta L_sg, L_sg = ls_match of D's latents of the
+    # real batch and of the prior samples x_g (the term BEGAN*+LSM's generator is trained by),
+    # so the full model holds every term of its ablation. L_sg is logged either way
+    ls_prior: bool = False
 
 
 @dataclass
@@ -368,6 +372,10 @@ def validate(cfg: Config) -> None:
     _choice("loss.error_reading", cfg.loss.error_reading, ERROR_READINGS)
     _choice("loss.ls_norm", cfg.loss.ls_norm, LS_NORMS)
     _choice("loss.ls_match", cfg.loss.ls_match, LS_MATCHES)
+    if cfg.loss.ls_prior and not VARIANTS[cfg.loss.variant].vae:
+        raise ConfigError(f"loss.ls_prior is for the VAE variant (vae_began_star_lsm); "
+                          f"'{cfg.loss.variant}' has no x_v, and began_star_lsm's L_s is "
+                          "this term already")
     for key in ("alpha", "beta", "gamma", "eta"):
         if getattr(cfg.loss, key) < 0:
             raise ConfigError(f"loss.{key} must be >= 0")

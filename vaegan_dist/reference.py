@@ -34,9 +34,11 @@ def naive_grads(models: dict[str, nn.Module], x: torch.Tensor, eps: torch.Tensor
     x_g = G(z_g)
     z_d, _ = D(x)
     z_v, rec_v = D(x_v)
-    _, rec_g = D(x_g)
+    z_gd, rec_g = D(x_g)
     L_s = latent_similarity(z_d, z_v, cfg.ls_norm)
     L_gen = l1(x_g, rec_g) + a * l1(x_v, rec_v) + b * L_s + c * l1(x, x_v)
+    if cfg.ls_prior:  # + beta L_sg: the prior samples' latents against the real batch's
+        L_gen = L_gen + b * latent_similarity(z_d, z_gd, cfg.ls_norm, cfg.ls_match)
     g_dec = torch.autograd.grad(L_gen, list(G.parameters()))
 
     # discriminator: L_dis = L_d - k (L_g + alpha L_v), fakes detached

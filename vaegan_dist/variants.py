@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .step import Forward
 
 # every loss term a variant may log, in the order of the step's statistics vector
-TERMS = ("L_d", "L_g", "L_v", "L_e", "L_n", "L_s", "L_dis", "L_gen", "L_enc")
+TERMS = ("L_d", "L_g", "L_v", "L_e", "L_n", "L_s", "L_sg", "L_dis", "L_gen", "L_enc")
 
 Losses = Callable[["Forward", "LossConfig", torch.Tensor | float], dict[str, torch.Tensor]]
 
@@ -66,9 +66,16 @@ def _vae_began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tenso
     t["L_n"] = kl_normal(f.mu, f.logvar, cfg.kl_reduction)  # Eq. 3
     # Eq. 9: D's latents of x and of its reconstruction x_v, pair by pair (loss.ls_norm)
     t["L_s"] = latent_similarity(f.z_d, f.z_v_d, cfg.ls_norm)
+    # the prior samples' latents against the real batch's, as BEGAN*+LSM's L_s: in L_gen
+    # with loss.ls_prior, else a monitor without a graph (how far G(z) is from the data in
+    # D's space, on the ablation's scale)
+    with torch.set_grad_enabled(cfg.ls_prior and torch.is_grad_enabled()):
+        t["L_sg"] = latent_similarity(f.z_d, f.z_g_d, cfg.ls_norm, cfg.ls_match)
     adv = t["L_g"] + a * t["L_v"]
     t["L_dis"] = t["L_d"] - k * adv  # Eq. 13
     t["L_gen"] = adv + b * t["L_s"] + c * t["L_e"]  # Eq. 14
+    if cfg.ls_prior:
+        t["L_gen"] = t["L_gen"] + b * t["L_sg"]
     t["L_enc"] = t["L_n"] + b * t["L_s"] + c * t["L_e"]  # Eq. 15
     return t
 
