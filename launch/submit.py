@@ -9,8 +9,10 @@ submitit. Preemption and pre-timeout signals (SIGUSR2 from submitit's `--signal`
 SIGUSR1, SIGTERM) reach every task: the trainer finishes the step, writes a checkpoint on
 all ranks together and returns "requeue me"; rank 0 then hands over to submitit, which
 calls `TrainJob.checkpoint()` (the same arguments again) and requeues. The requeued job
-resumes from the newest complete checkpoint of the run folder. submitit's logs go to
-RUN/submitit/<submission time>/ (a fresh folder per submission: job ids can repeat)."""
+resumes from the newest complete checkpoint of the run folder. Set MASTER_PORT when
+submitting to choose the rendezvous port (default: submitit's, derived from the job id).
+submitit's logs go to RUN/submitit/<submission time>/ (a fresh folder per submission: job
+ids can repeat)."""
 
 from __future__ import annotations
 
@@ -43,8 +45,11 @@ class TrainJob:
 
         from vaegan_dist.preempt import REQUEUE_EXIT_CODE
 
+        # the job's values win over any left in the submitting shell (sbatch exports it);
+        # MASTER_PORT from there is kept: submitit's default, Random(job id) in 20000-60000,
+        # can hit a port in use on the first node
         env = submitit.helpers.TorchDistributedEnvironment().export(
-            set_cuda_visible_devices=False)
+            set_cuda_visible_devices=False, overwrite=True)
         requeue = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint-and-requeue
         rc = _entry(self.entry)(self.train_args)
         if rc == REQUEUE_EXIT_CODE:
@@ -65,7 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="vaegan-submit",
         description="Submit vaegan-train through submitit (SLURM, or a local executor). "
-                    "Arguments after -- go to vaegan-train unchanged.")
+                    "Arguments after -- go to vaegan-train unchanged. MASTER_PORT, when set "
+                    "here, is the tasks' rendezvous port (default: submitit's, from the job "
+                    "id).")
     p.add_argument("--cluster", default="auto", choices=("auto", "slurm", "local"),
                    help="auto: SLURM where sbatch exists, else local processes")
     p.add_argument("--nodes", type=int, default=1)

@@ -121,7 +121,8 @@ def test_sbatch_job_preempted_requeues_and_matches(slurm_cluster, tmp_path, scri
 
 def test_submitit_slurm_two_tasks_preempted_requeues_and_matches(slurm_cluster, tmp_path,
                                                                 monkeypatch):
-    for k, v in env().items():
+    # a free port: submitit's default (Random(job id)) once collided with a port in use
+    for k, v in env(MASTER_PORT=str(procs.free_port())).items():
         monkeypatch.setenv(k, v)
     run_dir = tmp_path / "run"
     a = parse_args(["--cluster", "slurm", "--tasks-per-node", "2", "--cpus-per-task", "1",
