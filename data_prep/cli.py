@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("shard", help="shard a folder of images or a CelebA layout",
                        description="Centre-crop (CelebA: face box), resize (Lanczos) and "
                                    "write WebDataset tar shards and/or FFCV betons. "
+                                   "A folder's images are written in a seeded random "
+                                   "order (not grouped by folder). "
                                    "Deterministic and resumable: re-run to finish.")
     s.add_argument("SRC", help="folder of images (any depth) or a CelebA root")
     _common(s, True)

@@ -15,7 +15,15 @@ from tqdm import tqdm
 from . import __version__
 from .imaging import Settings
 from .inputs import Listing
-from .shards import EMBEDDED_RESIZE, PARTS, atomic_write, make_tasks, run_task, sha256_file
+from .shards import (
+    EMBEDDED_RESIZE,
+    PARTS,
+    atomic_write,
+    make_tasks,
+    order_setting,
+    run_task,
+    sha256_file,
+)
 
 
 def _clean_tmp(*dirs: Path) -> None:
@@ -41,7 +49,7 @@ def run(listing: Listing, out: Path, settings: Settings, fmt: str, shard_size: i
     tar_dir = out if want_wds else parts / "tars"  # ffcv-only: tars are an intermediate
     tar_dir.mkdir(exist_ok=True)
     _clean_tmp(out, parts, tar_dir)
-    settings_d = settings.as_dict() | {"shard_size": shard_size}
+    settings_d = settings.as_dict() | {"shard_size": shard_size} | order_setting(listing.kind)
     if fmt != "wds":
         settings_d["ffcv_image"] = f"jpg q{settings.quality}" if ffcv_jpg else "raw"
     tag = hashlib.sha256(json.dumps([settings_d, listing.kind, synth_seed],

@@ -1,5 +1,6 @@
 """Deterministic, resumable, parallel sharding. Shard i of a split holds inputs
-[i*S, (i+1)*S) of that split's fixed-order listing (bad ones dropped), so the shard
+[i*S, (i+1)*S) of that split in a fixed order (the listing's; for folders a seeded
+permutation of it, see SHUFFLED_KINDS), bad ones dropped, so the shard
 boundaries do not depend on the number of workers or on which inputs turn out bad. Every
 file is written under a temporary name and renamed when complete; a finished shard's
 record (.parts/SPLIT-NNNNNN.json) lets a re-run keep it after re-hashing it."""
@@ -14,6 +15,8 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from vaegan_dist.fileio import sha256_file
 
@@ -150,6 +153,18 @@ def run_task(task: Task) -> dict:
     return rec
 
 
+# listings in path order, which groups similar images (a class or source per folder): their
+# items are written in a seeded random order, so that a shard, and the few shards a
+# reader's shuffle buffer mixes, hold the whole set's variety and not one class
+SHUFFLED_KINDS = ("folder", "classes")
+ORDER_SEED = 0
+
+
+def order_setting(kind: str) -> dict:
+    """The manifest's (and resume tag's) record of the order samples were written in."""
+    return {"order": f"shuffled (seed {ORDER_SEED})" if kind in SHUFFLED_KINDS else "listing"}
+
+
 def make_tasks(listing: Listing, settings: Settings, out_dir: Path, parts_dir: Path,
                shard_size: int, tag: str, synth_seed: int = 0) -> list[Task]:
     by_split: dict[str, list[Item]] = {}
@@ -158,6 +173,9 @@ def make_tasks(listing: Listing, settings: Settings, out_dir: Path, parts_dir: P
     tasks = []
     for split in sorted(by_split):
         items = by_split[split]
+        if listing.kind in SHUFFLED_KINDS:
+            perm = np.random.default_rng(ORDER_SEED).permutation(len(items))
+            items = [items[i] for i in perm]
         for i in range(0, len(items), shard_size):
             tasks.append(Task(split, i // shard_size, tuple(items[i:i + shard_size]),
                               listing.kind, listing.root, settings, str(out_dir),

@@ -249,6 +249,48 @@ def test_class_folders_are_one_hot_attributes(tmp_path):
     assert manifest(tmp_path / "o3")["attributes"] == []
 
 
+def test_class_folders_are_written_in_a_seeded_shuffled_order(tmp_path):
+    """Path order puts one class after another, so a shard (and the few shards a reader's
+    shuffle buffer mixes) would hold one or two classes: folders are written in a seeded
+    random order instead, the same on every run; keys and labels are untouched."""
+    src = tmp_path / "src"
+    _classes(src, {c: 6 for c in "abcd"})
+    outs = [tmp_path / "o1", tmp_path / "o2"]
+    for out in outs:
+        prep("shard", str(src), str(out), "--size", "16", "--classes", "--shard-size", "8")
+    assert file_hashes(outs[0]) == file_hashes(outs[1])
+    m = manifest(outs[0])
+    assert m["settings"]["order"] == "shuffled (seed 0)"
+    with tarfile.open(outs[0] / "train-16-000000.tar") as tf:
+        first = [json.loads(tf.extractfile(t).read()) for t in tf.getmembers()
+                 if t.name.endswith(".json")]
+    assert len(first) == 8 and len({f["source"].split("/")[0] for f in first}) >= 3
+    got = _attrs_by_source(outs[0])  # every input once, with its own class
+    assert len(got) == 24 and all(a[s.split("/")[0]] == 1 for s, (_, a) in got.items())
+    # a folder without --classes is shuffled too; the embedded sets keep their order
+    prep("shard", str(src), str(tmp_path / "o3"), "--size", "16")
+    assert manifest(tmp_path / "o3")["settings"]["order"] == "shuffled (seed 0)"
+    prep("synth", str(tmp_path / "o4"), "--num", "4", "--size", "16")
+    assert manifest(tmp_path / "o4")["settings"]["order"] == "listing"
+
+
+def test_shards_in_path_order_get_a_warning(tmp_path, capsys):
+    """Shards of a folder made before the shuffled order: training says to re-shard."""
+    from vaegan_dist.data.streaming import find_shards
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    _classes(src, {"a": 2, "b": 2})
+    prep("shard", str(src), str(out), "--size", "16", "--classes")
+    find_shards(str(out), "train", 16)
+    assert "re-shard" not in capsys.readouterr().err
+    m = manifest(out)
+    del m["settings"]["order"]
+    (out / "manifest.json").write_text(json.dumps(m))
+    assert len(find_shards(str(out), "train", 16)) == 1
+    err = capsys.readouterr().err
+    assert "path order" in err and "re-shard" in err
+
+
 def test_class_folders_refused_in_one_line(tmp_path):
     _classes(tmp_path / "one", {"only": 2})
     _celeba(tmp_path / "c", 2)

@@ -15,6 +15,7 @@ depends on; `load_state_dict` warns when they changed (the replay is then approx
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -40,6 +41,11 @@ def find_shards(path: str, split: str, size: int) -> list[tuple[str, int]]:
                          f" re-shard with --size {size}")
     if not sz["shards"]:
         raise ValueError(f"{man} has no tar shards (made with --format ffcv?)")
+    if (m.get("source", {}).get("kind") in ("folder", "classes")
+            and "order" not in m.get("settings", {})):
+        print(f"warning: {root} was sharded in path order by an older vaegan-prep (a class or "
+              "source folder per run of shards), which the shuffle buffer mixes only partly; "
+              "re-shard it for well-mixed batches", file=sys.stderr, flush=True)
     return [(str(root / s["name"]), int(s["count"])) for s in sz["shards"]]
 
 
