@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
+from data_prep.shards import order_setting  # noqa: E402
 from vaegan_dist.attributes import ShardAttrReader  # noqa: E402
 from vaegan_dist.config import Config, ConfigError, build_config, to_dict  # noqa: E402
 from vaegan_dist.data.streaming import find_shards  # noqa: E402
@@ -104,7 +105,11 @@ def prep(data: str, work: Path, res: int, limit: int = 0) -> Path:
     with open(work / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (out / "manifest.json").is_file():
-            return out
+            settings = json.loads((out / "manifest.json").read_text())["settings"]
+            if src is None or settings.get("order") == order_setting("classes")["order"]:
+                return out
+            # sharded in path order (one class after another) by an older vaegan-prep:
+            # vaegan-prep redoes it (its settings tag differs)
         what = [data] if src is None else ["shard", str(src), "--classes"]
         cmd = [sys.executable, "-m", "data_prep.cli", *what, str(out), "--size", str(res),
                "--codec", "png", "--no-progress", "--shard-size", "5000"]
@@ -132,12 +137,19 @@ def splits_of(shards: Path) -> list[str]:
     return sorted(json.loads((shards / "manifest.json").read_text())["splits"])
 
 
+def data_id(shards: Path) -> str:
+    """Which shards a run trained on (their manifest's hash): a cached run or folder copy
+    made from other shards at the same path (re-sharded) is stale."""
+    return hashlib.sha256((shards / "manifest.json").read_bytes()).hexdigest()[:16]
+
+
 def folder_copy(shards: Path, res: int, images: np.ndarray) -> Path:
     """The training images as a PNG folder, for machines without webdataset."""
     from PIL import Image
 
     out = shards.parent / f"{shards.name}-folder"
-    if (out / "DONE").is_file():
+    done = data_id(shards)
+    if (out / "DONE").is_file() and (out / "DONE").read_text() == done:
         return out
     # written aside and renamed into place: benchmark processes side by side (one per seed,
     # scripts/gpu_fidelity.sh) never read a half-written copy
@@ -145,9 +157,9 @@ def folder_copy(shards: Path, res: int, images: np.ndarray) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     for i, a in enumerate(images):
         Image.fromarray(a).save(tmp / f"{i:08d}.png")
-    (tmp / "DONE").write_text(str(len(images)))
-    if out.is_dir() and not (out / "DONE").is_file():
-        shutil.rmtree(out, ignore_errors=True)  # a copy an interrupted run left half-made
+    (tmp / "DONE").write_text(done)
+    if out.is_dir() and not ((out / "DONE").is_file() and (out / "DONE").read_text() == done):
+        shutil.rmtree(out, ignore_errors=True)  # half-made by an interrupted run, or stale
     try:
         tmp.rename(out)
     except OSError:  # another process put its copy in place first
@@ -184,17 +196,20 @@ def same_config(cached: str, now: str) -> bool:
 
 
 def train_run(run: Path, overrides: list[str], data_ov: list[str], steps: int, seed: int,
-              threads: int, device: str) -> float:
+              threads: int, device: str, data: str = "") -> float:
     """Train one arm to `steps` through the project's trainer; seconds taken (the stored
-    seconds when the run folder already holds a finished run of this length and config)."""
+    seconds when the run folder already holds a finished run of this length and config, on
+    the shards `data` (data_id) names)."""
     stats, timing = run / "stats.jsonl", run / "bench_train_seconds.txt"
+    data_file = run / "bench_data.txt"
     log_every = max(1, steps // 60)
     cmd = [sys.executable, "-m", "vaegan_dist.cli.train", "--config", "tiny",
            "--run-dir", str(run), "--max-steps", str(steps), "--seed", str(seed),
            "--log-every", str(log_every), *data_ov, f"train.threads={threads}",
            "train.ckpt_every_kimg=100000", "train.image_every_kimg=100000",
            *(GPU if device == "cuda" else []), *overrides]
-    if stats.is_file() and timing.is_file() and (run / "config.yaml").is_file():
+    if stats.is_file() and timing.is_file() and (run / "config.yaml").is_file() and \
+            data_file.is_file() and data_file.read_text() == data:
         rows = [json.loads(x) for x in stats.read_text().splitlines() if x.strip()]
         # reused only when finished AND trained under the config this command resolves to
         # now (same_config): a changed preset or default makes it stale; it is trained anew
@@ -210,6 +225,7 @@ def train_run(run: Path, overrides: list[str], data_ov: list[str], steps: int, s
         raise RuntimeError(f"training failed ({' '.join(cmd)}):\n{r.stderr[-3000:]}")
     secs = time.perf_counter() - t0
     timing.write_text(f"{secs:.1f}\n")
+    data_file.write_text(data)
     return secs
 
 
@@ -367,8 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     ref_inc = feature_stats(incep(x_tr[ref_idx[:n_inc]])[0]) if incep else None
 
     # the real row: the test split (digits: the other half of the set) against the reference
-    if test is not None:
-        real = test[0][:a.samples]
+    if test is not None:  # a random subset, in random order: a split may be class-sorted,
+        # and the IS analogue's splits are contiguous
+        real = test[0][rng.permutation(len(test[0]))[:a.samples]]
         real_note = f"real test split ({len(real)}) vs train"
     else:
         other = rng.permutation(len(x_tr))
@@ -397,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:  # each job is a subprocess
         seconds = list(pool.map(lambda j: train_run(j[2], j[0].overrides, data_ov,
                                                     plan[j[0].label][0], j[1], a.threads,
-                                                    a.device), jobs))
+                                                    a.device, data_id(shards)), jobs))
     for (arm, seed, run), secs in zip(jobs, seconds, strict=True):
         x = samples(run, a.samples, a.device)
         u8 = to_uint8(x)

@@ -4,6 +4,7 @@ scores, table, grids."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def test_a_labelled_image_folder_is_sharded_once_with_its_classes(tmp_path):
     shards reused on the next call; a folder that is neither is one line."""
     from PIL import Image
 
-    from bench.fidelity import prep, read_split, splits_of
+    from bench.fidelity import data_id, folder_copy, prep, read_split, splits_of
     from tests.data_helpers import smooth_image
 
     src = tmp_path / "set"
@@ -121,6 +122,21 @@ def test_a_labelled_image_folder_is_sharded_once_with_its_classes(tmp_path):
     assert (shards / "manifest.json").stat().st_mtime_ns == mtime
     with pytest.raises(SystemExit, match="folder of class folders"):
         prep(str(tmp_path / "missing"), tmp_path / "work", 16)
+    # the training folder copy (machines without webdataset) follows the shards
+    copy = folder_copy(shards, 16, x)
+    assert len(list(copy.glob("*.png"))) == 6 and folder_copy(shards, 16, x) == copy
+    # shards an older vaegan-prep wrote in path order (no "order" setting) are redone, and
+    # what was made from them (folder copy, cached runs: data_id) is stale
+    old_id = data_id(shards)
+    m = json.loads((shards / "manifest.json").read_text())
+    del m["settings"]["order"]
+    (shards / "manifest.json").write_text(json.dumps(m))
+    assert prep(str(src), tmp_path / "work", 16) == shards
+    assert json.loads((shards / "manifest.json").read_text())["settings"]["order"]
+    assert data_id(shards) == old_id  # the same shards again
+    (shards / "manifest.json").write_text(json.dumps(m))
+    assert data_id(shards) != old_id
+    assert folder_copy(shards, 16, x[:4]) == copy and len(list(copy.glob("*.png"))) == 4
 
 
 def _fake_animals(root: Path, per_class: int = 0) -> None:
