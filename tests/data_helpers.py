@@ -53,3 +53,14 @@ def manifest(out: Path) -> dict:
 
 def file_hashes(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+def class_folders(root: Path, layout: dict[str, int]) -> None:
+    """Class folders of small PNGs; layout: relative class folder -> number of images."""
+    from PIL import Image
+
+    for i, (rel, n) in enumerate(sorted(layout.items())):
+        d = root / rel
+        d.mkdir(parents=True, exist_ok=True)
+        for j in range(n):
+            Image.fromarray(smooth_image(10 * i + j, 20, 20)).save(d / f"im{j}.png")

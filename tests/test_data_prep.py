@@ -19,7 +19,16 @@ import pytest
 from PIL import Image
 
 from tests import procs
-from tests.data_helpers import PREP, ROOT, file_hashes, manifest, prep, read_tars, smooth_image
+from tests.data_helpers import (
+    PREP,
+    ROOT,
+    class_folders,
+    file_hashes,
+    manifest,
+    prep,
+    read_tars,
+    smooth_image,
+)
 from vaegan_dist.codec import decode
 
 
@@ -202,15 +211,6 @@ def test_verify_reports_a_corrupted_shard(tmp_path):
     assert r.returncode == 1 and "train-16-000001.tar" in r.stdout
 
 
-def _classes(root: Path, layout: dict[str, int]) -> None:
-    """layout: relative class folder -> number of images in it."""
-    for i, (rel, n) in enumerate(sorted(layout.items())):
-        d = root / rel
-        d.mkdir(parents=True, exist_ok=True)
-        for j in range(n):
-            Image.fromarray(smooth_image(10 * i + j, 20, 20)).save(d / f"im{j}.png")
-
-
 def _attrs_by_source(out: Path) -> dict[str, tuple[str, dict]]:
     metas = [json.loads(d["json"]) for d in read_tars(out, "*.tar").values()]
     return {m["source"]: (m["split"], m["attrs"]) for m in metas}
@@ -220,7 +220,7 @@ def test_class_folders_are_one_hot_attributes(tmp_path):
     """`shard --classes`: SRC/CLASS/* (one split) and SRC/{train,test,val}/CLASS/* (splits);
     one attribute per class, the same list in every split; a loose image is a named skip."""
     src = tmp_path / "flat"
-    _classes(src, {"zebra": 2, "cat": 3, "dog": 1})
+    class_folders(src, {"zebra": 2, "cat": 3, "dog": 1})
     Image.fromarray(smooth_image(99, 20, 20)).save(src / "loose.png")
     prep("shard", str(src), str(tmp_path / "o1"), "--size", "16", "--classes")
     m = manifest(tmp_path / "o1")
@@ -234,7 +234,7 @@ def test_class_folders_are_one_hot_attributes(tmp_path):
         assert attrs[source.split("/")[0]] == 1
 
     src = tmp_path / "split"
-    _classes(src, {"train/a": 3, "train/b": 2, "test/a": 1, "test/b": 1, "val/c": 1})
+    class_folders(src, {"train/a": 3, "train/b": 2, "test/a": 1, "test/b": 1, "val/c": 1})
     prep("shard", str(src), str(tmp_path / "o2"), "--size", "16", "--classes")
     m = manifest(tmp_path / "o2")
     assert m["attributes"] == ["a", "b", "c"] and m["num_skipped"] == 0
@@ -254,7 +254,7 @@ def test_class_folders_are_written_in_a_seeded_shuffled_order(tmp_path):
     shuffle buffer mixes) would hold one or two classes: folders are written in a seeded
     random order instead, the same on every run; keys and labels are untouched."""
     src = tmp_path / "src"
-    _classes(src, {c: 6 for c in "abcd"})
+    class_folders(src, {c: 6 for c in "abcd"})
     outs = [tmp_path / "o1", tmp_path / "o2"]
     for out in outs:
         prep("shard", str(src), str(out), "--size", "16", "--classes", "--shard-size", "8")
@@ -279,7 +279,7 @@ def test_shards_in_path_order_get_a_warning(tmp_path, capsys):
     from vaegan_dist.data.streaming import find_shards
 
     src, out = tmp_path / "src", tmp_path / "out"
-    _classes(src, {"a": 2, "b": 2})
+    class_folders(src, {"a": 2, "b": 2})
     prep("shard", str(src), str(out), "--size", "16", "--classes")
     find_shards(str(out), "train", 16)
     assert "re-shard" not in capsys.readouterr().err
@@ -292,7 +292,7 @@ def test_shards_in_path_order_get_a_warning(tmp_path, capsys):
 
 
 def test_class_folders_refused_in_one_line(tmp_path):
-    _classes(tmp_path / "one", {"only": 2})
+    class_folders(tmp_path / "one", {"only": 2})
     _celeba(tmp_path / "c", 2)
     for src, words in ((tmp_path / "one", "two or more class folders"),
                        (tmp_path / "c", "CelebA")):
