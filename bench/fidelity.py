@@ -242,6 +242,8 @@ def controller_summary(run: Path, steps: int) -> dict:
 
     return {"k_pos": float(np.mean([r["k"] > 0 for r in after])), "k_end": rows[-1]["k"],
             "k_max": max(r["k"] for r in rows), "e_half": mean("e", half),
+            # the share of steps whose D push loss.margin stopped (the health monitor's)
+            "margin": mean("margin_share", rows),
             **{t: mean(t, last) for t in LOSS_COLUMNS}}
 
 
@@ -435,11 +437,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # the table
     header = ["arm", "overrides", "FD (lower is better)", "IS analogue", "classes covered",
-              "k>0 after warm-up", "k end", "mean e (2nd half)", *LOSS_COLUMNS, "train s"]
+              "k>0 after warm-up", "k end", "k peak", "margin stopped D", "mean e (2nd half)",
+              *LOSS_COLUMNS, "train s"]
     if incep:
         header.insert(5, f"Inception FID ({n_inc})")
     rows = [["real", real_note, f"{real_row['FD']:.3g}", f"{real_row['IS']:.3g}",
-             f"{real_row['classes']}/{ex.classes}", *[""] * (4 + len(LOSS_COLUMNS))]]
+             f"{real_row['classes']}/{ex.classes}", *[""] * (6 + len(LOSS_COLUMNS))]]
     if incep:
         rows[0].insert(5, f"{real_row['FID']:.3g}" if "FID" in real_row else "")
     for arm in arms:
@@ -449,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{min(x['classes'] for x in rs)}/{ex.classes}" + (
                  f" (max {max(x['classes'] for x in rs)})" if len(rs) > 1 else ""),
              fmt_stat([x["k_pos"] for x in rs], 2), fmt_stat([x["k_end"] for x in rs], 2),
+             fmt_stat([x["k_max"] for x in rs], 2), fmt_stat([x["margin"] for x in rs], 2),
              fmt_stat([x["e_half"] for x in rs], 2),
              *(fmt_stat([x[t] for x in rs], 3) for t in LOSS_COLUMNS),
              f"{np.mean([x['secs'] for x in rs]):.0f}"]

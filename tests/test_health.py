@@ -65,3 +65,28 @@ def test_collapse_warning_after_warm_up_once_until_recovered():
     assert h.update({"diversity": 0.04}, step=90, nimg=1440) == []
     assert h.update({"diversity": 0.5}, step=100, nimg=1600) == []
     assert len(h.update({"diversity": 0.1}, step=110, nimg=1760)) == 1
+
+
+def test_margin_share_over_the_interval():
+    h = Health(0.15, 20.0, start_step=0)
+    for step, total, want in ((10, 3.0, 0.3), (20, 3.0, 0.0), (30, 13.0, 1.0)):
+        stats = {"k": 0.1, "k_clamped_steps": 0, "margin_steps": total}
+        h.update(stats, step, step * 16)
+        assert stats["margin_share"] == pytest.approx(want)
+
+
+@pytest.mark.parametrize("margin, hit", [(0.0, 0.0), (1.0, 1.0)])
+def test_step_counts_the_steps_whose_push_the_margin_stopped(margin, hit):
+    """margin_hit per step and its running sum margin_steps, from a real step: at eta 1e-3
+    every fake batch lies far beyond the set point, so margin 1 stops the push each step,
+    and margin 0 never."""
+    from vaegan_dist.config import build_config
+    from vaegan_dist.train import build_step
+
+    step = build_step(build_config("tiny", ["model.n=4", "model.latent=3", "model.d_latent=5",
+                                            "loss.eta=0.001", f"loss.margin={margin}"]),
+                      torch.device("cpu"))
+    x = torch.rand(2, 3, 32, 32)
+    first, second = step([x], 0).host(), step([x], 1).host()
+    assert (first["margin_hit"], second["margin_hit"]) == (hit, hit)
+    assert second["margin_steps"] == 2 * hit

@@ -228,3 +228,33 @@ def test_step_logs_e_beside_k():
     assert stats["e"] == pytest.approx(controller_error(
         stats["L_d"], stats["L_g"], stats["L_v"], cfg.eta, cfg.alpha, "weighted_mean"))
     assert stats["M"] == pytest.approx(stats["L_d"] + abs(stats["e"]))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_margin_stops_d_push_beyond_the_margin(variant):
+    """loss.margin: L_dis keeps its value; its gradient into the fakes' reconstructions is
+    -k d(push) while the mean fake energy is within margin x L_d, and zero beyond; with
+    margin 0 (the paper) and within the margin the gradient equals the unmargined one."""
+    f = _forward()
+    vae = VARIANTS[variant].vae
+    for t in (f.rec_d, f.rec_g, f.rec_v):
+        t.requires_grad_(True)
+    ref = compute_losses(f, LossConfig(variant=variant, margin=0.0), 0.3)
+    # independent energies: mean |x - rec| per image kind
+    L_d, L_g = (f.x - f.rec_d).abs().mean(), (f.x_g - f.rec_g).abs().mean()
+    L_v = (f.x_v - f.rec_v).abs().mean() if vae else torch.zeros(())
+    fake = ((L_g + 0.3 * L_v) / 1.3 if vae else L_g).item()
+    ratio = fake / L_d.item() / LossConfig().eta  # in multiples of the set point
+    want_g, want_d = torch.autograd.grad(ref["L_dis"], (f.rec_g, f.rec_d))
+    for margin, pushed in ((0.0, True), (ratio * 1.01, True), (ratio * 0.99, False)):
+        t = compute_losses(f, LossConfig(variant=variant, margin=margin), 0.3)
+        assert t["L_dis"].item() == ref["L_dis"].item()  # the value is kept
+        g_g, g_d = torch.autograd.grad(t["L_dis"], (f.rec_g, f.rec_d))
+        torch.testing.assert_close(g_d, want_d)  # D's reconstruction of reals: unchanged
+        if pushed:
+            torch.testing.assert_close(g_g, want_g)
+        else:
+            assert g_g.abs().sum().item() == 0.0
+    for bad in ("-1", "0.5"):
+        with pytest.raises(ConfigError, match="loss.margin"):
+            build_config(None, [f"loss.margin={bad}"])

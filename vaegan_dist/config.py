@@ -82,6 +82,10 @@ class LossConfig:
     # real batch and of the prior samples x_g (the term BEGAN*+LSM's generator is trained by),
     # so the full model holds every term of its ablation. L_sg is logged either way
     ls_prior: bool = False
+    # D's push on the fakes stops (no gradient) in a batch whose mean fake energy exceeds
+    # margin x eta x L_d, a multiple of the controller's set point (losses.margin_push,
+    # EBGAN's hinge made relative). 0: never (the paper). Measured: bench/results/fidelity.md
+    margin: float = 2.0
 
 
 @dataclass
@@ -379,6 +383,9 @@ def validate(cfg: Config) -> None:
     for key in ("alpha", "beta", "gamma", "eta"):
         if getattr(cfg.loss, key) < 0:
             raise ConfigError(f"loss.{key} must be >= 0")
+    if 0 < cfg.loss.margin < 1 or cfg.loss.margin < 0:
+        raise ConfigError(f"loss.margin must be 0 (off) or >= 1 (a multiple of the set point "
+                          f"eta L_d), got {cfg.loss.margin}")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
     if not all(0 <= b < 1 for b in cfg.optim.betas):

@@ -123,6 +123,26 @@ def _pop_std(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return (z - z.mean(dim=0, keepdim=True)).pow(2).mean(dim=0).add(eps).sqrt()
 
 
+def margin_push(push: torch.Tensor, fake_energy: torch.Tensor, L_d: torch.Tensor,
+                margin: float, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """D's push on the fakes' energy (the k-weighted term of L_dis), without its gradient
+    in a batch whose mean fake energy exceeds `margin` times the controller's set point
+    eta L_d (0: never, Eq. 13 as printed).
+
+    The energies are unbounded above, so L_d - k L_g rewards D for making a fake's
+    reconstruction arbitrarily bad, and D can do that within a few steps, faster than k_t
+    (a small integral gain) can fall: measured, L_g went 0.3 -> 1.7 -> 33 -> 804 in eight
+    steps and the run never recovered (bench/results/fidelity.md). EBGAN's hinge (Zhao et al.
+    2017, L_D = D(x) + [m - D(G(z))]^+) stops the push at a margin m; here m is relative to
+    the real energy, so it needs no scale, and a multiple of the set point (>= 1), so the
+    push is whole wherever the controller holds its ratio. The value is kept (logging, the
+    controller). Returns (push, 1.0 where the push was stopped else 0.0: the health monitor)."""
+    if margin <= 0:
+        return push, torch.zeros((), device=push.device)
+    keep = fake_energy.detach() <= margin * eta * L_d.detach()
+    return torch.where(keep, push, push.detach()), (~keep).float()
+
+
 # --- the controller's error signal (Eqs. 10-11) ------------------------------------------
 
 ERROR_READINGS = ("eq10", "eq11_printed", "weighted_mean")

@@ -123,6 +123,8 @@ class Health:
       samples collapse onto one image);
     - `k_at_clamp`: the share of the interval's steps whose k_t ended at 0 or 1 (the
       controller is then not regulating);
+    - `margin_share`: the share of the interval's steps in which loss.margin stopped D's
+      push on the fakes (near 1: the fakes' energy runs far past the set point);
     - `active_units` (VAE variants) is logged by the step itself.
 
     It warns once on the console when the diversity is below `collapse_below` after the
@@ -136,6 +138,7 @@ class Health:
         self.warmup = warmup_kimg * 1000
         # the controller counts its clamped updates from its construction (start_step)
         self.prev_clamped, self.prev_step, self.prev_nimg = 0, start_step, 0
+        self.prev_margin = 0.0  # the step's margin_steps counter, likewise
         self.stuck_since: int | None = None  # nimg at which k was first seen stuck at 0
         self.collapsed = self.stuck_warned = False
 
@@ -146,8 +149,12 @@ class Health:
         return mean_pairwise_distance(fake) / mean_pairwise_distance(real).clamp_min(1e-12)
 
     def update(self, stats: dict, step: int, nimg: int) -> list[str]:
-        """Adds `k_at_clamp` to `stats`; returns the warnings to print."""
+        """Adds `k_at_clamp` and `margin_share` to `stats`; returns the warnings to print."""
         warnings = []
+        margin = stats.get("margin_steps")
+        if margin is not None and step > self.prev_step:
+            stats["margin_share"] = (margin - self.prev_margin) / (step - self.prev_step)
+            self.prev_margin = margin
         clamped = stats.get("k_clamped_steps")
         if clamped is not None and step > self.prev_step:  # (not right after a rollback)
             stats["k_at_clamp"] = (clamped - self.prev_clamped) / (step - self.prev_step)

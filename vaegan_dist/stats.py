@@ -20,6 +20,7 @@ SCALAR_GROUPS = {
     "fd_digits": "eval", "kid_digits": "eval",
     "skipped_steps": "guard", "skipped": "guard", "rollback": "guard",
     "diversity": "health", "k_at_clamp": "health", "k_clamped_steps": "health",
+    "margin_hit": "controller", "margin_share": "health", "margin_steps": "health",
 }
 
 

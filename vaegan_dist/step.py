@@ -83,8 +83,9 @@ def shared_forward(models: dict[str, nn.Module], x: torch.Tensor, eps: torch.Ten
 
 
 # the layout of the statistics vector: the global-batch means of TERMS, then these
-# (bad_ranks: the share of ranks whose gradients were not finite)
-EXTRA = ("active_units", "bad_ranks", "e")
+# (margin_hit: the share of micro-batches on all ranks whose D push loss.margin stopped;
+# bad_ranks: the share of ranks whose gradients were not finite)
+EXTRA = ("active_units", "margin_hit", "bad_ranks", "e")
 
 
 @dataclass
@@ -99,6 +100,7 @@ class StepStats:
     clamped: torch.Tensor | None = None  # the controller's updates that ended at 0 or 1
     ok: torch.Tensor | None = None  # the guard's verdict (None: no guard)
     skipped: torch.Tensor | None = None  # the guard's count of skipped steps so far
+    margin_steps: torch.Tensor | None = None  # the sum of margin_hit over the steps so far
 
     def host(self, also: dict[str, torch.Tensor] | None = None) -> dict[str, float | None]:
         """The statistics as Python floats, and the scalar device tensors of `also` under
@@ -107,6 +109,8 @@ class StepStats:
         named = {"k_prev": self.k_prev, "k": self.k}
         if self.clamped is not None:
             named["k_clamped_steps"] = self.clamped
+        if self.margin_steps is not None:
+            named["margin_steps"] = self.margin_steps
         if self.ok is not None:
             named["skipped_steps"], named["skipped"] = self.skipped, ~self.ok
         named.update(also or {})
@@ -117,9 +121,10 @@ class StepStats:
                      for j, name in enumerate(TERMS)}
         if self.variant.vae:
             out["active_units"] = vals[n]
-        out["e"] = vals[n + 2]
+        out["margin_hit"] = vals[n + 1]
+        out["e"] = vals[n + 3]
         out.update(zip(named, vals[len(self.values):], strict=True))
-        for key in ("k_clamped_steps", "skipped_steps"):
+        for key in ("k_clamped_steps", "skipped_steps"):  # margin_steps: a sum of shares
             if key in out:
                 out[key] = int(out[key])
         if "skipped" in out:
@@ -140,6 +145,7 @@ class TrainStep:
         self.phases = list(variant.phases)
         # test-only fault injection (tests/test_guard.py): `fault(step, x)` may poison x
         self.fault = None
+        self.margin_steps: torch.Tensor | None = None  # monitoring (the health monitor)
 
     def __call__(self, micro_batches: list[torch.Tensor], step: int) -> StepStats:
         """One optimiser step over `micro_batches` (this rank's share of the global batch)."""
@@ -155,7 +161,7 @@ class TrainStep:
         eps_all, zg_all = step_noise(self.seed, step, b * world * n_micro, self.latent,
                                      self.variant.vae, device)
         eng.zero_grad()
-        sums = torch.zeros(len(TERMS) + 1, dtype=torch.float64, device=device)
+        sums = torch.zeros(len(TERMS) + 2, dtype=torch.float64, device=device)
         zero = torch.zeros((), device=device)
         for m, x in enumerate(micro_batches):
             lo = (m * world + rank) * b  # this micro-batch's slice of the global batch
@@ -171,7 +177,7 @@ class TrainStep:
                     eng.backward(name, terms[loss_name] / n_micro, retain_graph=not last)
             units = active_units(f.mu) if f.mu is not None else zero
             sums += torch.stack([terms[t].detach() if t in terms else zero for t in TERMS]
-                                + [units]).double()
+                                + [units, terms.get("margin_hit", zero)]).double()
             eng.after_micro(last=m == n_micro - 1)
         bad = zero
         if self.guard is not None and eng.checks_grads:
@@ -185,6 +191,9 @@ class TrainStep:
             self.guard.record(ok)
         eng.step(ok)
         k = ctrl.update(means[0], means[1], means[2], apply=ok)
+        hit = means[len(TERMS) + 1]
+        self.margin_steps = hit if self.margin_steps is None else self.margin_steps + hit
         return StepStats(torch.cat([means, ctrl.e1.reshape(1)]), k_prev, k, self.variant,
                          self.cfg, ctrl.clamped, ok,
-                         None if self.guard is None else self.guard.skipped)
+                         None if self.guard is None else self.guard.skipped,
+                         self.margin_steps)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .losses import kl_normal, l1, latent_similarity
+from .losses import kl_normal, l1, latent_similarity, margin_push
 
 if TYPE_CHECKING:
     from .config import LossConfig
@@ -57,6 +57,13 @@ def _energies(f: Forward) -> dict[str, torch.Tensor]:
             "L_g": l1(f.x_g, f.rec_g)}  # SPEC: x_g, not the printed x
 
 
+def _dis(t: dict[str, torch.Tensor], push: torch.Tensor, fake_energy: torch.Tensor,
+         cfg: LossConfig, k) -> None:
+    """L_dis = L_d - k push (Eq. 13), the push stopped beyond loss.margin (margin_hit: 1 then)."""
+    kept, t["margin_hit"] = margin_push(push, fake_energy, t["L_d"], cfg.margin, cfg.eta)
+    t["L_dis"] = t["L_d"] - k * kept
+
+
 def _vae_began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
     """The full model: Eqs. 2, 3, 7, 9, 13-15."""
     a, b, c = cfg.alpha, cfg.beta, cfg.gamma
@@ -72,7 +79,7 @@ def _vae_began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tenso
     with torch.set_grad_enabled(cfg.ls_prior and torch.is_grad_enabled()):
         t["L_sg"] = latent_similarity(f.z_d, f.z_g_d, cfg.ls_norm, cfg.ls_match)
     adv = t["L_g"] + a * t["L_v"]
-    t["L_dis"] = t["L_d"] - k * adv  # Eq. 13
+    _dis(t, adv, adv / (1 + a), cfg, k)  # Eq. 13
     t["L_gen"] = adv + b * t["L_s"] + c * t["L_e"]  # Eq. 14
     if cfg.ls_prior:
         t["L_gen"] = t["L_gen"] + b * t["L_sg"]
@@ -86,7 +93,7 @@ def _began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
     loss.ls_match=mmd, or mean_std); 'pair' (an L1 to an unrelated real latent) collapses."""
     t = _energies(f)
     t["L_s"] = latent_similarity(f.z_d, f.z_g_d, cfg.ls_norm, cfg.ls_match)
-    t["L_dis"] = t["L_d"] - k * t["L_g"]
+    _dis(t, t["L_g"], t["L_g"], cfg, k)
     t["L_gen"] = t["L_g"] + cfg.beta * t["L_s"]
     return t
 
@@ -94,7 +101,7 @@ def _began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
 def _began(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
     """BEGAN (Berthelot et al. 2017): L_D = L_d - k L_g, L_G = L_g."""
     t = _energies(f)
-    t["L_dis"] = t["L_d"] - k * t["L_g"]
+    _dis(t, t["L_g"], t["L_g"], cfg, k)
     t["L_gen"] = t["L_g"]
     return t
 
