@@ -233,7 +233,7 @@ def test_step_logs_e_beside_k():
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_margin_stops_d_push_beyond_the_margin(variant):
     """loss.margin: L_dis keeps its value; its gradient into the fakes' reconstructions is
-    -k d(push) while the mean fake energy is within margin x L_d, and zero beyond; with
+    -k d(push) while the mean fake energy is within margin x eta x L_d, and zero beyond; with
     margin 0 (the paper) and within the margin the gradient equals the unmargined one."""
     f = _forward()
     vae = VARIANTS[variant].vae

@@ -383,7 +383,7 @@ def validate(cfg: Config) -> None:
     for key in ("alpha", "beta", "gamma", "eta"):
         if getattr(cfg.loss, key) < 0:
             raise ConfigError(f"loss.{key} must be >= 0")
-    if 0 < cfg.loss.margin < 1 or cfg.loss.margin < 0:
+    if cfg.loss.margin != 0 and cfg.loss.margin < 1:
         raise ConfigError(f"loss.margin must be 0 (off) or >= 1 (a multiple of the set point "
                           f"eta L_d), got {cfg.loss.margin}")
     if cfg.optim.lr <= 0:

@@ -131,12 +131,13 @@ def margin_push(push: torch.Tensor, fake_energy: torch.Tensor, L_d: torch.Tensor
 
     The energies are unbounded above, so L_d - k L_g rewards D for making a fake's
     reconstruction arbitrarily bad, and D can do that within a few steps, faster than k_t
-    (a small integral gain) can fall: measured, L_g went 0.3 -> 1.7 -> 33 -> 804 in eight
+    (a small integral gain) can fall: measured, L_g went 0.38 -> 1.7 -> 33 -> 804 in seven
     steps and the run never recovered (bench/results/fidelity.md). EBGAN's hinge (Zhao et al.
     2017, L_D = D(x) + [m - D(G(z))]^+) stops the push at a margin m; here m is relative to
     the real energy, so it needs no scale, and a multiple of the set point (>= 1), so the
     push is whole wherever the controller holds its ratio. The value is kept (logging, the
-    controller). Returns (push, 1.0 where the push was stopped else 0.0: the health monitor)."""
+    controller). The batch is each rank's micro-batch (no extra all-reduce). Returns (push,
+    1.0 where the push was stopped else 0.0: the health monitor)."""
     if margin <= 0:
         return push, torch.zeros((), device=push.device)
     keep = fake_energy.detach() <= margin * eta * L_d.detach()
