@@ -120,9 +120,9 @@ class StepStats:
         out: dict = {name: (vals[j] if name in self.variant.terms else None)
                      for j, name in enumerate(TERMS)}
         if self.variant.vae:
-            out["active_units"] = vals[n]
-        out["margin_hit"] = vals[n + 1]
-        out["e"] = vals[n + 3]
+            out["active_units"] = vals[n + EXTRA.index("active_units")]
+        out["margin_hit"] = vals[n + EXTRA.index("margin_hit")]
+        out["e"] = vals[n + EXTRA.index("e")]
         out.update(zip(named, vals[len(self.values):], strict=True))
         for key in ("k_clamped_steps", "skipped_steps"):  # margin_steps: a sum of shares
             if key in out:
@@ -191,7 +191,7 @@ class TrainStep:
             self.guard.record(ok)
         eng.step(ok)
         k = ctrl.update(means[0], means[1], means[2], apply=ok)
-        hit = means[len(TERMS) + 1]
+        hit = means[len(TERMS) + EXTRA.index("margin_hit")]
         self.margin_steps = hit if self.margin_steps is None else self.margin_steps + hit
         return StepStats(torch.cat([means, ctrl.e1.reshape(1)]), k_prev, k, self.variant,
                          self.cfg, ctrl.clamped, ok,
