@@ -4,8 +4,11 @@ collectives below are identities when no process group is initialised."""
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
+import sys
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +25,7 @@ class DistEnv:
 
 _ENV = DistEnv()
 _DEVICE: torch.device | None = None  # the training device (collective tensors live there)
+_STARTED = False  # init() started a process group in this process (see `leave`)
 # Strict mode (on in the test suite): every tensor handed to a collective must be on the
 # training device, the device the backend serves for training (NCCL: CUDA only). A CPU
 # tensor in a CUDA run fails under NCCL at the first step; strict mode fails it everywhere.
@@ -73,7 +77,7 @@ def init(timeout_s: float = 600.0, device: str = "auto") -> DistEnv:
     device (`device_for(device)`, then `dist.device()`) that every collective tensor must
     live on (checked in strict mode). `timeout_s` bounds every collective, so a dead rank
     ends the job."""
-    global _ENV, _DEVICE
+    global _ENV, _DEVICE, _STARTED
     _ENV = resolve_env()
     _DEVICE = device_for(device)
     if _ENV.source != "local" and not torch_dist.is_initialized():
@@ -84,6 +88,7 @@ def init(timeout_s: float = 600.0, device: str = "auto") -> DistEnv:
         # init_method env:// reads RANK/WORLD_SIZE: pass them so SLURM tasks need no export
         torch_dist.init_process_group(backend, rank=_ENV.rank, world_size=_ENV.world_size,
                                       timeout=datetime.timedelta(seconds=timeout_s))
+        _STARTED = True
     return _ENV
 
 
@@ -91,6 +96,33 @@ def shutdown() -> None:
     if torch_dist.is_initialized():
         torch_dist.barrier()  # avoids rank 0 aborting at exit while others still talk
         torch_dist.destroy_process_group()
+
+
+def leave(code: int) -> int:
+    """End a process that started a process group with exit status `code`; in one that
+    started none (a plain run, a test calling an entry point in-process) just return `code`.
+
+    Why not a plain return: DDP (torch 2.13) keeps references to the process group after
+    `destroy_process_group`, so gloo's worker threads outlive it. One still freeing a
+    finished collective's tensors (the last checkpoint's all-gather) while the interpreter
+    tears itself down needs the GIL, cannot have it, and kills the rank with SIGABRT
+    ("terminate called without an active exception"; core dump backtrace in
+    bench/results/exit_race.md, and CI failed on it). So this does what a normal exit does
+    before the teardown (joins non-daemon threads, runs the atexit handlers, flushes the
+    streams) and then ends the process with os._exit, skipping the teardown. Call it after
+    `shutdown`: everything the run wrote is closed by then."""
+    if not _STARTED:
+        return code
+    for t in threading.enumerate():
+        if t is not threading.main_thread() and not t.daemon:
+            t.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing left to save
+            pass
+    os._exit(code)
 
 
 def rank() -> int:

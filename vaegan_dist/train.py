@@ -289,14 +289,15 @@ class Trainer:
                               cfg.health.warmup_kimg, self.step),
                        OfflineEval() if t.eval_every_kimg > 0 and dist.is_main() else None)
         guard = pre.PreemptGuard(self.run_dir, t.time_budget_s, self.device)
-        with guard:
-            stopped = self._loop(guard, watch)
-        if stopped:
+        try:  # TensorBoard's events reach the disk on every way out (ranks end by os._exit)
+            with guard:
+                stopped = self._loop(guard, watch)
+            if stopped:
+                raise pre.Preempted(self.step, guard.reason)
+            self.sample_grid(watch.batch)
+            self.save_if_new()
+        finally:
             self.stats.close()
-            raise pre.Preempted(self.step, guard.reason)
-        self.sample_grid(watch.batch)
-        self.save_if_new()
-        self.stats.close()
         return watch.last
 
     def _loop(self, guard: pre.PreemptGuard, w: _Watch) -> bool:

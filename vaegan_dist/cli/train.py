@@ -102,6 +102,11 @@ def require_extras(cfg: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The exit status (see --help); a rank of a multi-process job ends here (`dist.leave`)."""
+    return dist.leave(_run(argv))
+
+
+def _run(argv: list[str] | None) -> int:
     args = parse_args(argv)
     if args.list_presets:
         list_presets()
