@@ -102,11 +102,8 @@ def require_extras(cfg: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The exit status (see --help); a rank of a multi-process job ends here (`dist.leave`)."""
-    return dist.leave(_run(argv))
-
-
-def _run(argv: list[str] | None) -> int:
+    """Train; the exit status (see --help). In-process callers (submitit's TrainJob, tests)
+    get it back; the `vaegan-train` command and `python -m` end through `run`."""
     args = parse_args(argv)
     if args.list_presets:
         list_presets()
@@ -138,5 +135,11 @@ def _run(argv: list[str] | None) -> int:
     return 0
 
 
+def run() -> None:
+    """The `vaegan-train` command: `main`, then `dist.leave`, where a rank of a multi-process
+    job ends without racing gloo's threads through the interpreter's teardown."""
+    sys.exit(dist.leave(main()))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
