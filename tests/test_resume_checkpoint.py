@@ -4,6 +4,7 @@ shared file, mismatched configs refused in one line, unwrapped names, weights-on
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,6 +34,35 @@ def test_keep_k_pruning_and_stale_tmp_removed(tmp_path):
     state, rng = ckpt.load(ckpt.latest(tmp_path))
     assert state["step"] == 5 and torch.equal(state["models"]["m"]["w"], torch.full((3,), 5.0))
     assert rng is not None and "torch" in rng
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs."""
+
+
+def test_kill_during_pruning_leaves_no_incomplete_folder_under_a_final_name(tmp_path,
+                                                                          monkeypatch):
+    # rmtree deletes files in directory order; the worst order removes the marker first.
+    # A kill right after that must not leave an unmarked folder under a step-* name.
+    for s in (1, 2):
+        _save(tmp_path, s, keep=5)
+    real_rmtree = shutil.rmtree
+
+    def rmtree_killed_after_the_marker(path, *a, **k):
+        (Path(path) / ckpt.MARKER).unlink(missing_ok=True)
+        raise _Killed
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree_killed_after_the_marker)
+    with pytest.raises(_Killed):
+        _save(tmp_path, 3, keep=1)
+    root = tmp_path / "checkpoints"
+    finals = [p for p in root.iterdir() if ckpt.STEP_NAME.fullmatch(p.name)]
+    assert finals and all((p / ckpt.MARKER).exists() for p in finals), finals
+    assert ckpt.latest(tmp_path) == ckpt.step_dir(tmp_path, 3)
+    assert ckpt.incomplete_checkpoints(tmp_path) == []
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    _save(tmp_path, 4, keep=1)  # the next save clears what the killed prune left
+    assert sorted(p.name for p in root.iterdir()) == ["step-000000004"]
 
 
 def test_incomplete_checkpoint_skipped_and_reported(tmp_path, capsys):

@@ -13,6 +13,7 @@ import os
 import random
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from .fileio import sha256_file
 MARKER = "COMPLETE"
 CHECKSUMS = "checksums.json"  # SHA-256 of every file, written before the marker
 STEP_NAME = re.compile(r"step-\d{9}")
+DOOMED = ".old-"  # prefix of a pruned folder while it is deleted (never loaded or counted)
 # Fault injection for tests only: seconds to sleep in the middle of a write (after the
 # state, before the marker), so a test can kill the writer while a checkpoint is half done.
 DELAY_ENV = "VAEGAN_CKPT_TEST_DELAY_S"
@@ -199,10 +201,22 @@ def _write_shared(tmp: Path, final: Path, root: Path, step: int, state: dict,
 
 def prune(root: Path, keep: int) -> None:
     """Keep the newest `keep` complete checkpoints; drop leftovers of interrupted writes.
-    Oldest first, so a kill during pruning never removes the newest complete one."""
+    Oldest first, so a kill during pruning never removes the newest complete one. Each old
+    folder is renamed to a hidden name before it is deleted: rmtree removes files in any
+    order, and a kill after it removed the marker left an incomplete folder under a final
+    name (CI, test_resume_kill)."""
+    def leftovers() -> list[Path]:
+        return [*root.glob(".tmp-step-*"), *root.glob(f"{DOOMED}step-*")]
+
+    for stale in leftovers():  # first, so a rename below never meets an old namesake
+        shutil.rmtree(stale, ignore_errors=True)
     for old in complete_checkpoints(root.parent)[:-max(keep, 1)]:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".tmp-step-*"):
+        try:
+            old.rename(root / f"{DOOMED}{old.name}")
+        except OSError as e:  # kept whole; a failed prune costs disk, never the run
+            print(f"could not prune {old}: {_reason(e, root)}", file=sys.stderr)
+    _fsync_dir(root)
+    for stale in leftovers():
         shutil.rmtree(stale, ignore_errors=True)
 
 
