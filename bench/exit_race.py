@@ -9,9 +9,12 @@ several jobs at once and interleaves the arms, and counts each arm's outcomes:
 - `return`: the end of a training run (DDP steps, the checkpoint's all-gather, `dist.shutdown`)
   then `sys.exit(0)`, as vaegan-train ended before `dist.leave`;
 - `leave`: the same, then `sys.exit(dist.leave(0))`;
+- `leave_at_shutdown`: the same, then `dist.leave_at_shutdown(0)` and a plain return (what a
+  submitit task does: TrainJob registers it, submitit writes the result, the process exits);
 - `vaegan-train`: the real trainer, a tiny two-rank run (it ends through `dist.leave`).
 
-    python bench/exit_race.py [--runs 100] [--jobs 4] [--arms return leave vaegan-train]
+    python bench/exit_race.py [--runs 100] [--jobs 4]
+                              [--arms return leave leave_at_shutdown vaegan-train]
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import append_results, markdown_table  # noqa: E402
 
-ARMS = ("return", "leave", "vaegan-train")
+ARMS = ("return", "leave", "leave_at_shutdown", "vaegan-train")
+RANK_ARMS = ARMS[:3]  # the arms that run rank_main
 TRAIN_ARGS = ["--config", "tiny", "--batch", "4", "--max-steps", "10", "--log-every", "5",
               "train.threads=1", "model.n=8", "model.latent=8", "model.d_latent=8",
               "train.image_every_kimg=0", "train.grid=2", "data.num_images=64"]
@@ -50,6 +54,8 @@ def rank_main(arm: str) -> None:
         model(torch.randn(8, 64)).sum().backward()
     dist.all_gather_object("")  # the checkpoint's agreement on errors (checkpoint.save)
     dist.shutdown()
+    if arm == "leave_at_shutdown":
+        dist.leave_at_shutdown(0)
     sys.exit(dist.leave(0) if arm == "leave" else 0)
 
 
@@ -84,7 +90,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=4, help="jobs at once (the load)")
     ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     ap.add_argument("--no-results", action="store_true", help="print only")
-    ap.add_argument("--rank-main", choices=ARMS[:2], help=argparse.SUPPRESS)
+    ap.add_argument("--rank-main", choices=RANK_ARMS, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.rank_main:
         rank_main(a.rank_main)

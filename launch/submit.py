@@ -32,6 +32,11 @@ def _entry(spec: str) -> Callable[[list[str]], int]:
     return getattr(importlib.import_module(module), name or "main")
 
 
+def _status(code: object) -> int:
+    """The process status of SystemExit(code), as the interpreter computes it."""
+    return 0 if code is None else code if isinstance(code, int) else 1
+
+
 class TrainJob:
     """The submitit callable. `checkpoint()` resubmits the very same arguments: all the
     state lives in the run folder's checkpoints, so nothing else needs carrying over."""
@@ -43,6 +48,7 @@ class TrainJob:
     def __call__(self) -> int:
         import submitit
 
+        from vaegan_dist import dist
         from vaegan_dist.preempt import REQUEUE_EXIT_CODE
 
         # the job's values win over any left in the submitting shell (sbatch exports it);
@@ -52,9 +58,16 @@ class TrainJob:
             set_cuda_visible_devices=False, overwrite=True)
         requeue = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint-and-requeue
         rc = _entry(self.entry)(self.train_args)
-        if rc == REQUEUE_EXIT_CODE:
-            if env.rank == 0 and callable(requeue):
+        # the process ends as vaegan-train's do (dist.leave: out of reach of gloo's exit
+        # race), once submitit is done with it, with the status submitit gives it
+        if rc == REQUEUE_EXIT_CODE and env.rank == 0 and callable(requeue):
+            try:
                 requeue(signal.SIGUSR2, None)  # checkpoint() + requeue; exits this process
+            except SystemExit as e:  # its status says "requeue" to the local executor
+                dist.leave_at_shutdown(_status(e.code))
+                raise
+        dist.leave_at_shutdown(0 if rc in (0, REQUEUE_EXIT_CODE) else 1)
+        if rc == REQUEUE_EXIT_CODE:
             return rc  # other ranks: done here, the requeued job starts them again
         if rc != 0:
             raise RuntimeError(f"vaegan-train {' '.join(self.train_args)} exited with {rc}")

@@ -1,7 +1,9 @@
 """How a rank ends (dist.leave): a process that started a process group does everything a
-normal exit does (non-daemon threads joined, atexit handlers run, buffered output written)
-and exits with its status before the interpreter's teardown, where gloo's worker threads
-can abort it (bench/results/exit_race.md); a process that started none exits normally."""
+normal exit does (thread pools shut down, non-daemon threads joined, atexit handlers run
+once, buffered output written) and exits with its status before the interpreter's teardown,
+where gloo's worker threads can abort it (bench/results/exit_race.md); a process that
+started none exits normally. dist.leave_at_shutdown does the same at shutdown, after the
+caller's own last work (submitit writing the job's result)."""
 
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ from .dist_util import ROOT, env
 
 SCRIPT = r"""
 import atexit, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import torch
 from vaegan_dist import dist
 
-out = Path(sys.argv[1])
+out, mode = Path(sys.argv[1]), sys.argv[2]
 
 
 class Teardown:  # a module global's finaliser: runs only in the interpreter's teardown
@@ -35,7 +38,7 @@ class Teardown:  # a module global's finaliser: runs only in the interpreter's t
 
 r = dist.init(60.0, "cpu").rank
 keep = Teardown(out / f"teardown{r}")
-atexit.register(lambda: (out / f"atexit{r}").write_text("x"))
+atexit.register(lambda: (out / f"atexit{r}").open("a").write("x"))  # once: "x"
 
 
 def late():
@@ -44,18 +47,25 @@ def late():
 
 
 threading.Thread(target=late).start()  # not a daemon: a normal exit waits for it
+pool = ThreadPoolExecutor(1)  # an idle worker: only the pool's exit call ends it
+pool.submit(int).result()
 model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 4)) \
     if dist.is_initialized() else torch.nn.Linear(4, 4)
 model(torch.randn(2, 4)).sum().backward()
 dist.all_gather_object(r)
 print(f"rank {r} buffered", end="")  # stdout is a file here: block-buffered, not flushed
 dist.shutdown()
-sys.exit(dist.leave(7))
+if mode == "leave":
+    sys.exit(dist.leave(7))
+dist.leave_at_shutdown(5)  # then the caller's own work, as submitit's after TrainJob
+(out / f"result{r}").write_text("x")
+if mode == "raise":
+    raise ValueError(f"rank {r} failed after the callable")
 """
 
 
 def _start(tmp_path: Path, stack: contextlib.ExitStack, rank: int, world: int | None,
-           port: int) -> subprocess.Popen:
+           port: int, mode: str = "leave") -> subprocess.Popen:
     script = tmp_path / "leave.py"
     script.write_text(SCRIPT)
     e = env()
@@ -63,7 +73,7 @@ def _start(tmp_path: Path, stack: contextlib.ExitStack, rank: int, world: int | 
         e.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                  MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     log = stack.enter_context(open(tmp_path / f"log{rank}.txt", "w"))
-    return stack.enter_context(procs.started([sys.executable, str(script), str(tmp_path)],
+    return stack.enter_context(procs.started([sys.executable, str(script), str(tmp_path), mode],
                                              cwd=ROOT, env=e, stdout=log,
                                              stderr=subprocess.STDOUT))
 
@@ -78,11 +88,33 @@ def test_ranks_of_a_group_leave_with_their_status_after_a_normal_exits_work(tmp_
     with contextlib.ExitStack() as stack:
         codes = _codes(tmp_path, [_start(tmp_path, stack, r, 2, port) for r in range(2)])
     for r in range(2):
-        log = (tmp_path / f"log{r}.txt").read_text()
+        log = _left_before_the_teardown(tmp_path, r)
         assert codes[r] == 7, log
-        assert f"rank {r} buffered" in log
-        assert (tmp_path / f"atexit{r}").exists() and (tmp_path / f"thread{r}").exists()
-        assert not (tmp_path / f"teardown{r}").exists()  # left before the teardown
+
+
+def _left_before_the_teardown(tmp_path: Path, r: int) -> str:
+    log = (tmp_path / f"log{r}.txt").read_text()
+    assert f"rank {r} buffered" in log
+    assert (tmp_path / f"atexit{r}").read_text() == "x", log  # ran, and once
+    assert (tmp_path / f"thread{r}").exists()
+    assert not (tmp_path / f"teardown{r}").exists()  # left before the teardown
+    return log
+
+
+@pytest.mark.dist
+@pytest.mark.parametrize("mode, status", [("shutdown", 5), ("raise", 1)])
+def test_leave_at_shutdown_after_the_callers_last_work(tmp_path, mode, status):
+    """submitit's flow: the callable returns, its caller writes the result, the process
+    exits normally; it leaves at shutdown with the status it was given, or 1 on an
+    unhandled exception."""
+    port = procs.free_port()
+    with contextlib.ExitStack() as stack:
+        codes = _codes(tmp_path, [_start(tmp_path, stack, r, 2, port, mode) for r in range(2)])
+    for r in range(2):
+        log = _left_before_the_teardown(tmp_path, r)
+        assert codes[r] == status, log
+        assert (tmp_path / f"result{r}").exists()
+        assert (f"rank {r} failed after the callable" in log) == (mode == "raise"), log
 
 
 def test_a_process_without_a_group_exits_normally(tmp_path):

@@ -108,13 +108,23 @@ def leave(code: int) -> int:
     tears itself down needs the GIL, cannot have it, and kills the rank with SIGABRT
     ("terminate called without an active exception"; core dump backtrace in
     bench/results/exit_race.md, and CI failed on it). So this does what a normal exit does
-    before the teardown (joins non-daemon threads, runs the atexit handlers, flushes the
-    streams) and then ends the process with os._exit, skipping the teardown. Call it after
-    `shutdown`: everything the run wrote is closed by then."""
+    before the teardown (the threading module's exit calls, e.g. thread pools' shutdown;
+    non-daemon threads joined; the atexit handlers; the streams flushed) and then ends the
+    process with os._exit, skipping the teardown. Call it after `shutdown`: everything the
+    run wrote is closed by then."""
     if not _STARTED:
         return code
+    _exit_now(code)
+    return code  # not reached
+
+
+def _exit_now(code: int, skip: object = None) -> None:
+    for call in reversed(list(getattr(threading, "_threading_atexits", ()))):
+        if call is not skip:
+            call()
     for t in threading.enumerate():
-        if t is not threading.main_thread() and not t.daemon:
+        if t is not threading.main_thread() and t is not threading.current_thread() \
+                and not t.daemon:
             t.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
@@ -123,6 +133,29 @@ def leave(code: int) -> int:
         except (OSError, ValueError):  # closed or broken pipe: nothing left to save
             pass
     os._exit(code)
+
+
+def leave_at_shutdown(code: int) -> None:
+    """`leave`, deferred to the interpreter's shutdown, for a callable whose caller still has
+    work to do after it returns: submitit writes the job's result after TrainJob returns,
+    and its process then exits normally, into the same race. At shutdown (after the main
+    module is done, before the teardown) the process ends as `leave` ends it, with `code`,
+    or 1 if an exception went unhandled (the traceback is printed before). A SystemExit
+    raised after this call is not seen: its status is replaced by `code`."""
+    if not _STARTED:
+        return
+    failed: list[bool] = []
+    hook = sys.excepthook
+
+    def excepthook(*exc) -> None:
+        failed.append(True)
+        hook(*exc)
+
+    sys.excepthook = excepthook
+    # threading's exit calls run first in shutdown, newest first: ours runs the others
+    mine: list[object] = []
+    threading._register_atexit(lambda: _exit_now(1 if failed else code, skip=mine[0]))
+    mine.append(threading._threading_atexits[-1])
 
 
 def rank() -> int:
