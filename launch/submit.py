@@ -57,14 +57,21 @@ class TrainJob:
         env = submitit.helpers.TorchDistributedEnvironment().export(
             set_cuda_visible_devices=False, overwrite=True)
         requeue = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint-and-requeue
-        rc = _entry(self.entry)(self.train_args)
         # the process ends as vaegan-train's do (dist.leave: out of reach of gloo's exit
         # race), once submitit is done with it, with the status submitit gives it
+        try:
+            rc = _entry(self.entry)(self.train_args)
+        except BaseException:
+            dist.leave_at_shutdown(1)
+            raise
         if rc == REQUEUE_EXIT_CODE and env.rank == 0 and callable(requeue):
             try:
                 requeue(signal.SIGUSR2, None)  # checkpoint() + requeue; exits this process
             except SystemExit as e:  # its status says "requeue" to the local executor
                 dist.leave_at_shutdown(_status(e.code))
+                raise
+            except BaseException:  # not requeued (submitit says why)
+                dist.leave_at_shutdown(1)
                 raise
         dist.leave_at_shutdown(0 if rc in (0, REQUEUE_EXIT_CODE) else 1)
         if rc == REQUEUE_EXIT_CODE:

@@ -57,7 +57,8 @@ print(f"rank {r} buffered", end="")  # stdout is a file here: block-buffered, no
 dist.shutdown()
 if mode == "leave":
     sys.exit(dist.leave(7))
-dist.leave_at_shutdown(5)  # then the caller's own work, as submitit's after TrainJob
+dist.leave_at_shutdown(9)
+dist.leave_at_shutdown(5)  # the last call's status; then the caller's work, as submitit's
 (out / f"result{r}").write_text("x")
 if mode == "raise":
     raise ValueError(f"rank {r} failed after the callable")

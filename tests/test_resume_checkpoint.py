@@ -65,6 +65,17 @@ def test_kill_during_pruning_leaves_no_incomplete_folder_under_a_final_name(tmp_
     assert sorted(p.name for p in root.iterdir()) == ["step-000000004"]
 
 
+def test_save_replaces_an_incomplete_folder_of_the_same_step(tmp_path):
+    # an unmarked step-* folder (an older prune's leftover) is not "saved already"
+    half = ckpt.step_dir(tmp_path, 5)
+    half.mkdir(parents=True)
+    (half / "state.pt").write_bytes(b"half")
+    assert _save(tmp_path, 5) == half
+    state, _ = ckpt.load(half)
+    assert state["step"] == 5 and ckpt.latest(tmp_path) == half
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000000005"]
+
+
 def test_incomplete_checkpoint_skipped_and_reported(tmp_path, capsys):
     _save(tmp_path, 3)
     half = tmp_path / "checkpoints" / "step-000000007"  # no COMPLETE marker

@@ -147,7 +147,7 @@ def save(run_dir: Path, step: int, state: dict, weights: dict[str, torch.Tensor]
             err = _reason(e, root)
     if err := _agree(err):
         raise failed(err)
-    exists = final.exists()
+    exists = (final / MARKER).exists()  # saved already (the same step again): kept as is
     if not exists:
         try:  # every rank: its own files
             _save(rng_state(), tmp / f"rng-rank{dist.rank()}.pt")
@@ -195,6 +195,10 @@ def _write_shared(tmp: Path, final: Path, root: Path, step: int, state: dict,
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(tmp)
+    if final.exists():  # incomplete under the final name (left by an older prune): replaced
+        doomed = root / f"{DOOMED}{final.name}"
+        shutil.rmtree(doomed, ignore_errors=True)
+        final.rename(doomed)  # deleted by prune, after this save
     tmp.rename(final)
     _fsync_dir(root)
 
@@ -215,7 +219,10 @@ def prune(root: Path, keep: int) -> None:
             old.rename(root / f"{DOOMED}{old.name}")
         except OSError as e:  # kept whole; a failed prune costs disk, never the run
             print(f"could not prune {old}: {_reason(e, root)}", file=sys.stderr)
-    _fsync_dir(root)
+    try:
+        _fsync_dir(root)
+    except OSError:  # the renames' durability only; the new checkpoint is synced already
+        pass
     for stale in leftovers():
         shutil.rmtree(stale, ignore_errors=True)
 

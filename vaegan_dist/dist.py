@@ -26,6 +26,7 @@ class DistEnv:
 _ENV = DistEnv()
 _DEVICE: torch.device | None = None  # the training device (collective tensors live there)
 _STARTED = False  # init() started a process group in this process (see `leave`)
+_AT_SHUTDOWN: dict[str, int] = {}  # leave_at_shutdown's status, once registered
 # Strict mode (on in the test suite): every tensor handed to a collective must be on the
 # training device, the device the backend serves for training (NCCL: CUDA only). A CPU
 # tensor in a CUDA run fails under NCCL at the first step; strict mode fails it everywhere.
@@ -139,23 +140,24 @@ def leave_at_shutdown(code: int) -> None:
     """`leave`, deferred to the interpreter's shutdown, for a callable whose caller still has
     work to do after it returns: submitit writes the job's result after TrainJob returns,
     and its process then exits normally, into the same race. At shutdown (after the main
-    module is done, before the teardown) the process ends as `leave` ends it, with `code`,
-    or 1 if an exception went unhandled (the traceback is printed before). A SystemExit
-    raised after this call is not seen: its status is replaced by `code`."""
+    module is done, before the teardown) the process ends as `leave` ends it, with `code`
+    (the last call's), or 1 if an exception went unhandled (its traceback is printed
+    before). A SystemExit raised after this call is not seen: its status becomes `code`."""
     if not _STARTED:
         return
-    failed: list[bool] = []
-    hook = sys.excepthook
+    first = "code" not in _AT_SHUTDOWN
+    _AT_SHUTDOWN["code"] = code
+    register = getattr(threading, "_register_atexit", None)
+    if not first or register is None:  # registered already, or no such hook: a normal exit
+        return
 
-    def excepthook(*exc) -> None:
-        failed.append(True)
-        hook(*exc)
+    def at_shutdown() -> None:
+        # PyErr_Print sets sys.last_value (3.12+: also last_exc) for an unhandled exception
+        failed = getattr(sys, "last_value", None) is not None
+        _exit_now(1 if failed else _AT_SHUTDOWN["code"], skip=mine)
 
-    sys.excepthook = excepthook
-    # threading's exit calls run first in shutdown, newest first: ours runs the others
-    mine: list[object] = []
-    threading._register_atexit(lambda: _exit_now(1 if failed else code, skip=mine[0]))
-    mine.append(threading._threading_atexits[-1])
+    register(at_shutdown)  # threading's exit calls run newest first: ours runs the others
+    mine = threading._threading_atexits[-1]
 
 
 def rank() -> int:
