@@ -196,11 +196,18 @@ def _write_shared(tmp: Path, final: Path, root: Path, step: int, state: dict,
         os.fsync(f.fileno())
     _fsync_dir(tmp)
     if final.exists():  # incomplete under the final name (left by an older prune): replaced
-        doomed = root / f"{DOOMED}{final.name}"
-        shutil.rmtree(doomed, ignore_errors=True)
-        final.rename(doomed)  # deleted by prune, after this save
+        _doom(final)  # deleted by prune, after this save
     tmp.rename(final)
     _fsync_dir(root)
+
+
+def _doom(path: Path) -> None:
+    """Move a step folder out of its final name (atomic) before it is deleted; an old
+    namesake of the hidden name (a killed prune's) goes first, so the rename cannot fail
+    on it."""
+    doomed = path.with_name(f"{DOOMED}{path.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    path.rename(doomed)
 
 
 def prune(root: Path, keep: int) -> None:
@@ -209,21 +216,16 @@ def prune(root: Path, keep: int) -> None:
     folder is renamed to a hidden name before it is deleted: rmtree removes files in any
     order, and a kill after it removed the marker left an incomplete folder under a final
     name (CI, test_resume_kill)."""
-    def leftovers() -> list[Path]:
-        return [*root.glob(".tmp-step-*"), *root.glob(f"{DOOMED}step-*")]
-
-    for stale in leftovers():  # first, so a rename below never meets an old namesake
-        shutil.rmtree(stale, ignore_errors=True)
     for old in complete_checkpoints(root.parent)[:-max(keep, 1)]:
         try:
-            old.rename(root / f"{DOOMED}{old.name}")
+            _doom(old)
         except OSError as e:  # kept whole; a failed prune costs disk, never the run
             print(f"could not prune {old}: {_reason(e, root)}", file=sys.stderr)
     try:
         _fsync_dir(root)
     except OSError:  # the renames' durability only; the new checkpoint is synced already
         pass
-    for stale in leftovers():
+    for stale in [*root.glob(".tmp-step-*"), *root.glob(f"{DOOMED}step-*")]:
         shutil.rmtree(stale, ignore_errors=True)
 
 
