@@ -20,6 +20,7 @@ import argparse
 import importlib
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,23 @@ def _entry(spec: str) -> Callable[[list[str]], int]:
 def _status(code: object) -> int:
     """The process status of SystemExit(code), as the interpreter computes it."""
     return 0 if code is None else code if isinstance(code, int) else 1
+
+
+def requeue_shielded(requeue: Callable[[int, object], object]) -> None:
+    """Call submitit's SIGUSR2 handler (checkpoint, `scontrol requeue`, exit) with SIGTERM
+    ignored, so its `scontrol` child inherits the ignore through exec. SLURM answers a requeue
+    by sending SIGTERM to every process of the job, that `scontrol` included: one still
+    running then died, submitit reported the requeue as failed and wrote an error as the
+    job's result, though the job was requeued (seen in CI). This process lets SIGTERM pass
+    anyway (submitit's handler only logs it)."""
+    if threading.current_thread() is not threading.main_thread():
+        requeue(signal.SIGUSR2, None)  # signal dispositions are the main thread's to set
+        return
+    old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        requeue(signal.SIGUSR2, None)
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 class TrainJob:
@@ -66,7 +84,7 @@ class TrainJob:
             raise
         if rc == REQUEUE_EXIT_CODE and env.rank == 0 and callable(requeue):
             try:
-                requeue(signal.SIGUSR2, None)  # checkpoint() + requeue; exits this process
+                requeue_shielded(requeue)  # checkpoint() + requeue; exits this process
             except SystemExit as e:  # its status says "requeue" to the local executor
                 dist.leave_at_shutdown(_status(e.code))
                 raise

@@ -6,6 +6,7 @@ signal, requeues, resumes and ends with the weights of an uninterrupted run."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -119,10 +120,24 @@ def test_sbatch_job_preempted_requeues_and_matches(slurm_cluster, tmp_path, scri
     assert_same_training_state(final_state(run_dir), straight_two_procs())
 
 
+def _slow_requeue(folder: Path) -> dict[str, str]:
+    """A PATH where `scontrol requeue` outlives SLURM's answer to it by 3 s (still less than
+    KillWait): the SIGTERM that SLURM sends to every process of a requeued job then always
+    reaches it while it runs, as it did by chance in CI (and killed it)."""
+    real = shutil.which("scontrol")
+    folder.mkdir(parents=True)
+    wrapper = folder / "scontrol"
+    wrapper.write_text(f'#!/bin/bash\n"{real}" "$@"; rc=$?\n'
+                       '[ "$1" = requeue ] && sleep 3\nexit $rc\n')
+    wrapper.chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}
+
+
 def test_submitit_slurm_two_tasks_preempted_requeues_and_matches(slurm_cluster, tmp_path,
                                                                 monkeypatch):
     # a free port: submitit's default (Random(job id)) once collided with a port in use
-    for k, v in env(MASTER_PORT=str(procs.free_port())).items():
+    for k, v in env(MASTER_PORT=str(procs.free_port()), **_slow_requeue(tmp_path / "bin")
+                    ).items():
         monkeypatch.setenv(k, v)
     run_dir = tmp_path / "run"
     a = parse_args(["--cluster", "slurm", "--tasks-per-node", "2", "--cpus-per-task", "1",

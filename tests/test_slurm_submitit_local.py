@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from launch.submit import TrainJob, make_executor, parse_args
+from launch.submit import TrainJob, make_executor, parse_args, requeue_shielded
 from launch.submit import main as submit_main
 from tests import procs
 
@@ -91,3 +92,25 @@ def test_checkpoint_resubmits_the_same_arguments():
     again = job.checkpoint()
     assert again.function is not job and again.function.train_args == job.train_args
     assert again.function.entry == job.entry and again.args == () and again.kwargs == {}
+
+
+def test_requeue_survives_the_sigterm_that_slurm_sends_for_it():
+    """SLURM answers `scontrol requeue` with SIGTERM to every process of the job, the
+    scontrol included: a child started by the requeue that gets it must not die of it (CI
+    saw "Command '['scontrol', 'requeue', '52']' died with SIGTERM")."""
+    children = []
+
+    def requeue(signum, frame):  # what submitit's handler does, a racing SIGTERM included
+        assert signum == signal.SIGUSR2
+        children.append(subprocess.run(["sh", "-c", "kill -TERM $$; echo alive"],
+                                       capture_output=True, text=True, timeout=30))
+        raise SystemExit(-1)  # submitit's "exiting gracefully after preemption"
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit):
+        requeue_shielded(requeue)
+    assert children[0].returncode == 0 and children[0].stdout == "alive\n", children
+    assert signal.getsignal(signal.SIGTERM) is before  # restored, also on the exit path
+    # the same child outside the shield dies, as the real scontrol did
+    died = subprocess.run(["sh", "-c", "kill -TERM $$; echo alive"], capture_output=True)
+    assert died.returncode == -signal.SIGTERM
