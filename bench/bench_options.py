@@ -6,7 +6,8 @@ Every case is the same model, batch and data; cases are timed round-robin (one r
 each case per round) so that load changes hit all alike, and each case is reported as the
 median over rounds of its speed-up against the baseline timed in the same round.
 The baseline is torch's defaults on CPU: fp32, contiguous, eager, Adam's per-parameter
-loop (foreach=False), all threads.
+loop (foreach=False), all threads; the model's defaults (the full model with its prior
+term).
 
     python bench/bench_options.py --res 64 --batch 8 --repeats 5
 """
@@ -50,6 +51,8 @@ def cases(threads: int, with_compile: bool) -> list[Case]:
         Case("Adam foreach", ("optim.foreach=true",)),
         Case("Adam fused", ("optim.fused=true",)),
         Case("1 thread", threads=1),
+        # the full model's prior term (beta L_sg, on by default) off: what the term costs
+        Case("without the prior term", ("loss.ls_prior=false",)),
     ]
     if threads > 1:
         out.append(Case(f"{threads} threads", threads=threads))

@@ -28,6 +28,7 @@ COMMON = ["model.n=8", "model.latent=8", "model.d_latent=8", "train.batch=4", "t
           # the paper's controller reading and the pairwise L_s, as recorded
           "loss.error_reading=eq10", "loss.eta=0.5", "loss.ls_match=pair",
           "loss.margin=0",  # Eq. 13's L_dis (the margin came after the recording)
+          "loss.ls_prior=false",  # the paper's L_gen (the prior term came after it too)
           "controller.l1=0.001"]  # the paper's integral gain (tiny's is 3x since)
 # the readings fixed here stay reachable by config whatever the defaults become
 RUNS = {

@@ -16,8 +16,10 @@ def test_presets_hold_paper_values(preset):
     cfg = build_config(preset)
     assert (cfg.loss.alpha, cfg.loss.beta, cfg.loss.gamma) == (0.3, 0.1, 0.1)
     # the controller's set-point and reading are measured defaults, not the paper's 0.5 with
-    # Eq. 10 (which never engages k on real data: bench/results/controller_study.md)
-    assert (cfg.loss.eta, cfg.loss.error_reading) == (1.5, "weighted_mean")
+    # Eq. 10 (which never engages k on real data: bench/results/controller_study.md); the
+    # full model's own: the prior term and the set point above its fakes' ratio (variants.py)
+    assert (cfg.loss.eta, cfg.loss.error_reading) == (1.75, "weighted_mean")
+    assert cfg.loss.ls_prior is True
     assert (cfg.loss.ls_norm, cfg.loss.ls_match) == ("none", "mmd")
     # tiny, for runs of a few thousand steps, triples the integral gain (the paper's 1e-3 is
     # too slow for k_t to reach its equilibrium there: bench/results/fidelity.md)
@@ -72,6 +74,30 @@ def test_ls_prior_needs_the_vae_variant():
     for variant in ("began", "began_star_lsm"):
         with pytest.raises(ConfigError, match="loss.ls_prior is for the VAE variant"):
             build_config("tiny", [f"loss.variant={variant}", "loss.ls_prior=true"])
+
+
+def test_each_variant_has_its_own_loss_defaults_and_what_is_written_wins(tmp_path):
+    """The full model's eta and ls_prior differ from its ablations' (variants.py); a preset
+    or an override still decides, whatever the variant."""
+    for variant in ("began", "began_star_lsm"):
+        cfg = build_config("tiny", [f"loss.variant={variant}"])
+        assert (cfg.loss.eta, cfg.loss.ls_prior) == (1.5, False)
+        assert build_config("tiny", [f"loss.variant={variant}", "loss.eta=2"]).loss.eta == 2.0
+    full = build_config("tiny", ["loss.variant=vae_began_star_lsm"])
+    assert (full.loss.eta, full.loss.ls_prior) == (1.75, True)
+    old = build_config("tiny", ["loss.ls_prior=false", "loss.eta=1.5"])  # the former default
+    assert (old.loss.eta, old.loss.ls_prior) == (1.5, False)
+    assert build_config("tiny", ["loss.ls_prior=false"]).loss.eta == 1.75  # one key alone
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("base: tiny\nloss: {eta: 1.25}\n")
+    cfg = build_config(str(preset))
+    assert (cfg.loss.eta, cfg.loss.ls_prior, cfg.preset) == (1.25, True, str(preset))
+    # a variant chosen by the preset gets that variant's defaults
+    preset.write_text("base: tiny\nloss: {variant: began}\n")
+    assert (build_config(str(preset)).loss.eta, build_config(str(preset)).loss.ls_prior) == (
+        1.5, False)
+    # the resolved values are what a run records, so resuming does not depend on defaults
+    assert from_dict(to_dict(full)) == full
 
 
 def test_unknown_preset():

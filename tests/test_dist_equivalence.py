@@ -1,7 +1,9 @@
 """DDP equivalence on CPU with real processes (gloo): 2 processes x batch B == 1 process x
 batch 2B == 1 process x 2 micro-batches of B == 2 processes x 2 micro-batches of B/2, fed
-the same images and noise; k bit-identical on every rank at every step; parameters
-identical across ranks; the checkpoint-time rank agreement check fires on divergence."""
+the same images and noise, for per-sample losses; with the full model's prior term (a batch
+statistic: the MMD of a micro-batch's latents), runs with the same micro-batches agree; k
+bit-identical on every rank at every step; parameters identical across ranks; the
+checkpoint-time rank agreement check fires on divergence."""
 
 import pytest
 
@@ -22,11 +24,15 @@ K_RTOL = 1e-5
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("equiv")
+    exact = [*COMMON, "loss.ls_prior=false"]  # per-sample losses: the global batch decides
     procs = {
-        "2x4": torchrun(base / "2x4", 2, "train.batch=4", *COMMON),
-        "1x8": single(base / "1x8", "train.batch=8", *COMMON),
-        "1x4a2": single(base / "1x4a2", "train.batch=4", "train.accum=2", *COMMON),
-        "2x2a2": torchrun(base / "2x2a2", 2, "train.batch=2", "train.accum=2", *COMMON),
+        "2x4": torchrun(base / "2x4", 2, "train.batch=4", *exact),
+        "1x8": single(base / "1x8", "train.batch=8", *exact),
+        "1x4a2": single(base / "1x4a2", "train.batch=4", "train.accum=2", *exact),
+        "2x2a2": torchrun(base / "2x2a2", 2, "train.batch=2", "train.accum=2", *exact),
+        # the defaults (the prior term on): same micro-batches of 4, across ranks or in turn
+        "2x4d": torchrun(base / "2x4d", 2, "train.batch=4", *COMMON),
+        "1x4a2d": single(base / "1x4a2d", "train.batch=4", "train.accum=2", *COMMON),
     }
     for p in procs.values():
         check(p)
@@ -68,6 +74,19 @@ def test_same_weights_and_k_as_one_process_with_the_global_batch(runs, job):
     for key in ("L_d", "L_g", "L_v"):
         for a, b in zip(rec["records"], ref["records"], strict=True):
             assert a[key] == pytest.approx(b[key], rel=1e-4)
+
+
+def test_a_batch_statistic_is_per_micro_batch(runs):
+    """The prior term's MMD is computed over each micro-batch (as an unsynchronised batch
+    norm): 2 processes x B and 1 process x 2 micro-batches of B, the same micro-batches,
+    train the same model; it changes training (not the per-sample runs' weights)."""
+    ddp, w = load(runs / "2x4d", 0)
+    acc, w_acc = load(runs / "1x4a2d", 0)
+    assert max_diff(w, w_acc) < PARAM_ATOL
+    for a, b in zip(_k(ddp), _k(acc), strict=True):
+        assert a == pytest.approx(b, rel=K_RTOL)
+    assert all(r["L_sg"] is not None for r in ddp["records"])
+    assert max_diff(w, load(runs / "2x4", 0)[1]) > 10 * PARAM_ATOL
 
 
 def test_checkpoints_written_after_rank_agreement(runs):

@@ -36,6 +36,9 @@ class Variant:
     terms: tuple[str, ...]  # the terms `losses` returns; the others are logged as null
     pid: bool  # the full PID (l1, l2, l3); False: BEGAN's integral-only k += l1 e_t
     losses: Losses  # the variant's equations, from one shared forward
+    # loss.* settings of its own, in place of LossConfig's field defaults (config.build_config;
+    # a preset or an override still wins): measured per variant, bench/results/fidelity.md
+    defaults: tuple[tuple[str, object], ...] = ()
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -111,8 +114,11 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             losses=_began),
     Variant("began_star_lsm", vae=False, terms=("L_d", "L_g", "L_s", "L_dis", "L_gen"),
             pid=True, losses=_began_star_lsm),
+    # the prior term (BEGAN*+LSM's L_s on G(z), so the full model holds every term of its
+    # ablation) raises the fakes' unopposed energy ratio: eta 1.75 is the lowest set point
+    # measured that keeps k_t engaged with it (1.5, 1.6, 1.65 leave k_t at 0 on a digits seed)
     Variant("vae_began_star_lsm", vae=True, terms=TERMS, pid=True,
-            losses=_vae_began_star_lsm),
+            losses=_vae_began_star_lsm, defaults=(("ls_prior", True), ("eta", 1.75))),
 )}
 
 
