@@ -1,7 +1,8 @@
 """DeepSpeed on CPU (gloo): an engine per model, built from the packaged
 configs/deepspeed/*.json (by name: train.deepspeed_config=zero1; a path works too); ZeRO-0,
 1 and 2 with 2 processes x batch B give the same weights and k_t as 1 plain process with
-batch 2B, and both ranks agree bit for bit. Slow: the first DeepSpeed start on CPU compiles
+2 micro-batches of B (the same micro-batches: the full model's prior term is a statistic of
+each), and both ranks agree bit for bit. Slow: the first DeepSpeed start on CPU compiles
 deepspeed_shm_comm (35 s to 2 min on this machine, cached per venv), each run ~20 s."""
 
 import pytest
@@ -16,7 +17,7 @@ COMMON = ["--max-steps", "4", "train.threads=1", "train.ckpt_every_kimg=0.016"]
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("ds_ref")
-    check(single(out, "train.batch=8", *COMMON))
+    check(single(out, "train.batch=4", "train.accum=2", *COMMON))
     return load(out, 0)
 
 
