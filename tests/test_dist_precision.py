@@ -14,7 +14,10 @@ pytestmark = [pytest.mark.dist, pytest.mark.slow]
 # below 0.08; k_t per step within 10% of fp32's range of k.
 # (Measured with train.threads=2; with one thread the curves part sooner, L_d up to 0.028
 # apart by step 50: the comparison is chaotic in the summation order, so it keeps 2 threads.)
-LD_ATOL = 0.02
+# With the full model's prior term (the default since 2026-11-29), AMD EPYC: L_d within 0.01
+# to step 42, then one step 0.023 apart (step 47; 0.017 without the term); L_g, L_v mean
+# |diff| 0.004-0.008 and k 0.2% of its range (1.5% without): L_d's bound is 0.03 since.
+LD_ATOL = 0.03
 ADV_MEAN_ATOL = 0.08
 K_FRAC = 0.10
 
