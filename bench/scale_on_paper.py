@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import N_FOR_RES, append_results, markdown_table  # noqa: E402
 from vaegan_dist.config import LossConfig, ModelConfig  # noqa: E402
 from vaegan_dist.models import build_models  # noqa: E402
-from vaegan_dist.step import compute_losses, shared_forward  # noqa: E402
+from vaegan_dist.step import shared_forward  # noqa: E402
+from vaegan_dist.variants import VARIANTS  # noqa: E402
 
 # (resolution, per-GPU batch of the preset)
 PRESETS = [(64, 16), (128, 16), (256, 8), (512, 4)]
@@ -46,7 +47,8 @@ def step_flops(res: int, n: int) -> tuple[float, dict[str, int]]:
         eps, z = torch.randn(b, 64), torch.randn(b, 64)
     with FlopCounterMode(display=False) as fc:
         f = shared_forward(models, x, eps, z)
-        terms = compute_losses(f, LossConfig(), 0.5)
+        cfg = LossConfig(ls_prior=True, eta=1.75)  # the default full model
+        terms = VARIANTS[cfg.variant].losses(f, cfg, 0.5)
         for name, loss in (("encoder", "L_enc"), ("decoder", "L_gen"), ("disc", "L_dis")):
             torch.autograd.backward(terms[loss], inputs=list(models[name].parameters()),
                                     retain_graph=name != "disc")

@@ -52,7 +52,8 @@ def requeue_shielded(requeue: Callable[[int, object], object]) -> None:
     try:
         requeue(signal.SIGUSR2, None)
     finally:
-        signal.signal(signal.SIGTERM, old)
+        if old is not None:  # None: a handler set outside Python, which cannot be restored
+            signal.signal(signal.SIGTERM, old)
 
 
 class TrainJob:

@@ -85,8 +85,12 @@ def test_a_batch_statistic_is_per_micro_batch(runs):
     assert max_diff(w, w_acc) < PARAM_ATOL
     for a, b in zip(_k(ddp), _k(acc), strict=True):
         assert a == pytest.approx(b, rel=K_RTOL)
-    assert all(r["L_sg"] is not None for r in ddp["records"])
-    assert max_diff(w, load(runs / "2x4", 0)[1]) > 10 * PARAM_ATOL
+    plain, w_plain = load(runs / "2x4", 0)
+    first, first_plain = ddp["records"][0], plain["records"][0]  # same weights and batch
+    assert first["L_sg"] == pytest.approx(first_plain["L_sg"], rel=1e-6)
+    assert first["L_gen"] == pytest.approx(first_plain["L_gen"] + 0.1 * first["L_sg"],
+                                           rel=1e-5)  # + beta L_sg
+    assert max_diff(w, w_plain) > 10 * PARAM_ATOL
 
 
 def test_checkpoints_written_after_rank_agreement(runs):

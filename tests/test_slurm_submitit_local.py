@@ -112,5 +112,6 @@ def test_requeue_survives_the_sigterm_that_slurm_sends_for_it():
     assert children[0].returncode == 0 and children[0].stdout == "alive\n", children
     assert signal.getsignal(signal.SIGTERM) is before  # restored, also on the exit path
     # the same child outside the shield dies, as the real scontrol did
-    died = subprocess.run(["sh", "-c", "kill -TERM $$; echo alive"], capture_output=True)
+    died = subprocess.run(["sh", "-c", "kill -TERM $$; echo alive"], capture_output=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
     assert died.returncode == -signal.SIGTERM
