@@ -31,7 +31,7 @@ def test_no_import_of_the_tools_in_the_runtime_package():
     depth in state that threads share (python/cpython#106905), and in a pytest worker that
     earlier tests left threads in, ast.parse failed now and then with a spurious
     "SystemError: AST constructor recursion depth mismatch"."""
-    code = ("import json, sys; from pathlib import Path; from tests.test_layering import "
+    code = ("import json; from tests.test_layering import "
             "PKG, ROOT, _imported; print(json.dumps({str(p.relative_to(ROOT)): "
             "sorted(_imported(p) & {'data_prep', 'launch'}) for p in PKG.rglob('*.py')}))")
     r = procs.run([sys.executable, "-c", code], cwd=ROOT, timeout=120)
