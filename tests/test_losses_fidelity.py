@@ -217,6 +217,39 @@ def test_full_model_prior_term_is_the_ablations_ls(match):
     torch.testing.assert_close(g, want)
 
 
+@pytest.mark.parametrize("variant", ["vae_began_star_lsm", "began_star_lsm"])
+def test_generator_similarity_in_units_of_the_real_latent_rms(variant):
+    """loss.ls_gen_scale=rms: the similarity terms of L_gen (L_s, and L_sg with the prior
+    term) are divided by the real latents' rms, a detached statistic; every logged term,
+    L_enc and L_dis are unchanged, and the value is invariant to the scale of D's latents."""
+    f = _forward()
+    f.z_d.requires_grad_(True)
+    raw = compute_losses(f, LossConfig(variant=variant, ls_prior=True), 0.1)
+    got = compute_losses(f, LossConfig(variant=variant, ls_prior=True, ls_gen_scale="rms"), 0.1)
+    rms = float(np.sqrt(np.mean(f.z_d.detach().numpy().astype(np.float64) ** 2)))
+    sim = raw["L_s"].item() + (raw["L_sg"].item() if variant == "vae_began_star_lsm" else 0.0)
+    adv = raw["L_gen"].item() - 0.1 * sim  # L_g + alpha L_v + gamma L_e, or L_g
+    assert got["L_gen"].item() == pytest.approx(adv + 0.1 * sim / rms, rel=1e-5)
+    for term in raw:
+        if term != "L_gen":
+            assert got[term].item() == pytest.approx(raw[term].item()), term
+    # the scale carries no gradient: d L_gen / d z_d is the raw similarity's, divided by rms
+    g_raw = torch.autograd.grad(raw["L_gen"], f.z_d)[0]
+    g_got = torch.autograd.grad(got["L_gen"], f.z_d)[0]
+    torch.testing.assert_close(g_got, g_raw / rms)
+    # invariant to D's scale: every latent x 10 gives the same L_gen
+    for z in (f.z_d, f.z_g_d, f.z_v_d):
+        z.data.mul_(10)
+    big = compute_losses(f, LossConfig(variant=variant, ls_prior=True, ls_gen_scale="rms"), 0.1)
+    assert big["L_gen"].item() == pytest.approx(got["L_gen"].item(), rel=1e-5)
+
+
+def test_ls_gen_scale_is_a_checked_choice():
+    assert build_config("tiny", ["loss.ls_gen_scale=rms"]).loss.ls_gen_scale == "rms"
+    with pytest.raises(ConfigError, match="ls_gen_scale"):
+        build_config("tiny", ["loss.ls_gen_scale=max"])
+
+
 def test_step_logs_e_beside_k():
     from vaegan_dist.train import build_step
 

@@ -50,11 +50,13 @@ def make_step(models, opts, ctrl, latent: int, seed: int,
                      latent, seed)
 
 
-@pytest.mark.parametrize("k, ls_prior", [(0.0, False), (0.37, False), (0.37, True)])
-def test_step_applies_each_loss_gradient_to_its_own_module(k, ls_prior):
-    """ls_prior adds beta L_sg (prior samples' latents against the reals') to L_gen only."""
+@pytest.mark.parametrize("k, ls_prior, gen_scale", [
+    (0.0, False, "none"), (0.37, False, "none"), (0.37, True, "none"), (0.37, True, "rms")])
+def test_step_applies_each_loss_gradient_to_its_own_module(k, ls_prior, gen_scale):
+    """ls_prior adds beta L_sg (prior samples' latents against the reals') to L_gen only;
+    ls_gen_scale=rms divides L_gen's similarity terms by a detached statistic."""
     cfg, models, opts, ctrl, x = setup(k)
-    loss_cfg = LossConfig(ls_prior=ls_prior)
+    loss_cfg = LossConfig(ls_prior=ls_prior, ls_gen_scale=gen_scale)
     step = make_step(models, opts, ctrl, cfg.latent, seed=7, loss_cfg=loss_cfg)
     step([x], step=3)
     eps, z_g = step_noise(7, 3, 4, cfg.latent, True, x.device)

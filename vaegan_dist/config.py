@@ -85,6 +85,11 @@ class LossConfig:
     # On by default for the full model (variants.py), which it puts level with or ahead of
     # both ablations on the three sets measured (bench/results/fidelity.md)
     ls_prior: bool = False
+    # the generator's similarity terms (L_s, L_sg; L_enc keeps the raw L_s) in units of the
+    # real latents' rms ('rms') or raw ('none', the paper's): variants._gen_scale. Measured:
+    # rms engages k_t at issue 12's GPU settings but loses on digits (FD 170 +- 100 against
+    # 19.3, k_t climbs to 0.3-0.5 and D's energies rise): bench/results/fidelity.md
+    ls_gen_scale: str = "none"
     # D's push on the fakes stops (no gradient) in a batch whose mean fake energy exceeds
     # margin x eta x L_d, a multiple of the controller's set point (losses.margin_push,
     # EBGAN's hinge made relative). 0: never (the paper). Measured: bench/results/fidelity.md
@@ -390,6 +395,7 @@ def validate(cfg: Config) -> None:
     _choice("loss.error_reading", cfg.loss.error_reading, ERROR_READINGS)
     _choice("loss.ls_norm", cfg.loss.ls_norm, LS_NORMS)
     _choice("loss.ls_match", cfg.loss.ls_match, LS_MATCHES)
+    _choice("loss.ls_gen_scale", cfg.loss.ls_gen_scale, ("none", "rms"))
     if cfg.loss.ls_prior and not VARIANTS[cfg.loss.variant].vae:
         raise ConfigError(f"loss.ls_prior is for the VAE variant (vae_began_star_lsm); "
                           f"'{cfg.loss.variant}' has no x_v, and began_star_lsm's L_s is "

@@ -36,6 +36,8 @@ def naive_grads(models: dict[str, nn.Module], x: torch.Tensor, eps: torch.Tensor
     z_v, rec_v = D(x_v)
     z_gd, rec_g = D(x_g)
     L_s = latent_similarity(z_d, z_v, cfg.ls_norm)
+    if cfg.ls_gen_scale == "rms":  # the similarity terms in units of the real latents' rms
+        b = b / z_d.detach().pow(2).mean().sqrt()
     L_gen = l1(x_g, rec_g) + a * l1(x_v, rec_v) + b * L_s + c * l1(x, x_v)
     if cfg.ls_prior:  # + beta L_sg: the prior samples' latents against the real batch's
         L_gen = L_gen + b * latent_similarity(z_d, z_gd, cfg.ls_norm, cfg.ls_match)

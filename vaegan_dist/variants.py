@@ -67,6 +67,15 @@ def _dis(t: dict[str, torch.Tensor], push: torch.Tensor, fake_energy: torch.Tens
     t["L_dis"] = t["L_d"] - k * kept
 
 
+def _gen_scale(f: Forward, cfg: LossConfig) -> torch.Tensor | float:
+    """What the generator's similarity terms are divided by (loss.ls_gen_scale): 1, or the
+    real batch's latent rms (detached), so their weight against L_g does not grow with the
+    scale of D's unbounded latent; L_enc keeps the raw L_s, which balances the KL term."""
+    if cfg.ls_gen_scale == "rms":
+        return f.z_d.detach().float().pow(2).mean().sqrt().clamp_min(1e-6)
+    return 1.0
+
+
 def _vae_began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
     """The full model: Eqs. 2, 3, 7, 9, 13-15."""
     a, b, c = cfg.alpha, cfg.beta, cfg.gamma
@@ -83,9 +92,10 @@ def _vae_began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tenso
         t["L_sg"] = latent_similarity(f.z_d, f.z_g_d, cfg.ls_norm, cfg.ls_match)
     adv = t["L_g"] + a * t["L_v"]
     _dis(t, adv, adv / (1 + a), cfg, k)  # Eq. 13
-    t["L_gen"] = adv + b * t["L_s"] + c * t["L_e"]  # Eq. 14
+    s = _gen_scale(f, cfg)
+    t["L_gen"] = adv + b * t["L_s"] / s + c * t["L_e"]  # Eq. 14
     if cfg.ls_prior:
-        t["L_gen"] = t["L_gen"] + b * t["L_sg"]
+        t["L_gen"] = t["L_gen"] + b * t["L_sg"] / s
     t["L_enc"] = t["L_n"] + b * t["L_s"] + c * t["L_e"]  # Eq. 15
     return t
 
@@ -97,7 +107,7 @@ def _began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
     t = _energies(f)
     t["L_s"] = latent_similarity(f.z_d, f.z_g_d, cfg.ls_norm, cfg.ls_match)
     _dis(t, t["L_g"], t["L_g"], cfg, k)
-    t["L_gen"] = t["L_g"] + cfg.beta * t["L_s"]
+    t["L_gen"] = t["L_g"] + cfg.beta * t["L_s"] / _gen_scale(f, cfg)
     return t
 
 
