@@ -224,12 +224,14 @@ def test_generator_similarity_in_units_of_the_real_latent_rms(variant):
     L_enc and L_dis are unchanged, and the value is invariant to the scale of D's latents."""
     f = _forward()
     f.z_d.requires_grad_(True)
-    raw = compute_losses(f, LossConfig(variant=variant, ls_prior=True), 0.1)
-    got = compute_losses(f, LossConfig(variant=variant, ls_prior=True, ls_gen_scale="rms"), 0.1)
+    vae = variant == "vae_began_star_lsm"
+    beta, k = LossConfig().beta, 0.2
+    raw = compute_losses(f, LossConfig(variant=variant, ls_prior=vae), k)
+    got = compute_losses(f, LossConfig(variant=variant, ls_prior=vae, ls_gen_scale="rms"), k)
     rms = float(np.sqrt(np.mean(f.z_d.detach().numpy().astype(np.float64) ** 2)))
-    sim = raw["L_s"].item() + (raw["L_sg"].item() if variant == "vae_began_star_lsm" else 0.0)
-    adv = raw["L_gen"].item() - 0.1 * sim  # L_g + alpha L_v + gamma L_e, or L_g
-    assert got["L_gen"].item() == pytest.approx(adv + 0.1 * sim / rms, rel=1e-5)
+    sim = raw["L_s"].item() + (raw["L_sg"].item() if vae else 0.0)
+    adv = raw["L_gen"].item() - beta * sim  # L_g + alpha L_v + gamma L_e, or L_g
+    assert got["L_gen"].item() == pytest.approx(adv + beta * sim / rms, rel=1e-5)
     for term in raw:
         if term != "L_gen":
             assert got[term].item() == pytest.approx(raw[term].item()), term
@@ -240,14 +242,17 @@ def test_generator_similarity_in_units_of_the_real_latent_rms(variant):
     # invariant to D's scale: every latent x 10 gives the same L_gen
     for z in (f.z_d, f.z_g_d, f.z_v_d):
         z.data.mul_(10)
-    big = compute_losses(f, LossConfig(variant=variant, ls_prior=True, ls_gen_scale="rms"), 0.1)
+    big = compute_losses(f, LossConfig(variant=variant, ls_prior=vae, ls_gen_scale="rms"), k)
     assert big["L_gen"].item() == pytest.approx(got["L_gen"].item(), rel=1e-5)
 
 
 def test_ls_gen_scale_is_a_checked_choice():
     assert build_config("tiny", ["loss.ls_gen_scale=rms"]).loss.ls_gen_scale == "rms"
-    with pytest.raises(ConfigError, match="ls_gen_scale"):
-        build_config("tiny", ["loss.ls_gen_scale=max"])
+    for bad in (["loss.ls_gen_scale=max"],
+                ["loss.ls_gen_scale=rms", "loss.ls_norm=rms"],  # would divide twice
+                ["loss.ls_gen_scale=rms", "loss.variant=began"]):  # no L_s to rescale
+        with pytest.raises(ConfigError, match="ls_gen_scale"):
+            build_config("tiny", bad)
 
 
 def test_step_logs_e_beside_k():

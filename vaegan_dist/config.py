@@ -88,7 +88,7 @@ class LossConfig:
     # the generator's similarity terms (L_s, L_sg; L_enc keeps the raw L_s) in units of the
     # real latents' rms ('rms') or raw ('none', the paper's): variants._gen_scale. Measured:
     # rms engages k_t at issue 12's GPU settings but loses on digits (FD 170 +- 100 against
-    # 19.3, k_t climbs to 0.3-0.5 and D's energies rise): bench/results/fidelity.md
+    # 19.3, k_t peaks at 0.36-0.53 and D's energies rise): bench/results/fidelity.md
     ls_gen_scale: str = "none"
     # D's push on the fakes stops (no gradient) in a batch whose mean fake energy exceeds
     # margin x eta x L_d, a multiple of the controller's set point (losses.margin_push,
@@ -400,6 +400,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"loss.ls_prior is for the VAE variant (vae_began_star_lsm); "
                           f"'{cfg.loss.variant}' has no x_v, and began_star_lsm's L_s is "
                           "this term already")
+    if cfg.loss.ls_gen_scale != "none" and (cfg.loss.ls_norm != "none"
+                                            or "L_s" not in VARIANTS[cfg.loss.variant].terms):
+        raise ConfigError("loss.ls_gen_scale rescales raw latent distances: it needs "
+                          "loss.ls_norm=none and a variant with L_s (not began)")
     for key in ("alpha", "beta", "gamma", "eta"):
         if getattr(cfg.loss, key) < 0:
             raise ConfigError(f"loss.{key} must be >= 0")

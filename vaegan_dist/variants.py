@@ -70,7 +70,8 @@ def _dis(t: dict[str, torch.Tensor], push: torch.Tensor, fake_energy: torch.Tens
 def _gen_scale(f: Forward, cfg: LossConfig) -> torch.Tensor | float:
     """What the generator's similarity terms are divided by (loss.ls_gen_scale): 1, or the
     real batch's latent rms (detached), so their weight against L_g does not grow with the
-    scale of D's unbounded latent; L_enc keeps the raw L_s, which balances the KL term."""
+    scale of D's unbounded latent; L_enc keeps the raw L_s, which balances the KL term. Like
+    the MMD, a statistic of each micro-batch."""
     if cfg.ls_gen_scale == "rms":
         return f.z_d.detach().float().pow(2).mean().sqrt().clamp_min(1e-6)
     return 1.0
