@@ -94,8 +94,8 @@ def test_each_variant_has_its_own_loss_defaults_and_what_is_written_wins(tmp_pat
     assert (cfg.loss.eta, cfg.loss.ls_prior, cfg.preset) == (1.25, True, str(preset))
     # a variant chosen by the preset gets that variant's defaults
     preset.write_text("base: tiny\nloss: {variant: began}\n")
-    assert (build_config(str(preset)).loss.eta, build_config(str(preset)).loss.ls_prior) == (
-        1.5, False)
+    began = build_config(str(preset)).loss
+    assert (began.eta, began.ls_prior) == (1.5, False)
     # the resolved values are what a run records, so resuming does not depend on defaults
     assert from_dict(to_dict(full)) == full
 
