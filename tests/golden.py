@@ -29,6 +29,7 @@ COMMON = ["model.n=8", "model.latent=8", "model.d_latent=8", "train.batch=4", "t
           "loss.error_reading=eq10", "loss.eta=0.5", "loss.ls_match=pair",
           "loss.margin=0",  # Eq. 13's L_dis (the margin came after the recording)
           "loss.ls_prior=false",  # the paper's L_gen (the prior term came after it too)
+          "loss.pullaway=0",  # and Berthelot's L_G for BEGAN (so did its pull-away default)
           "controller.l1=0.001"]  # the paper's integral gain (tiny's is 3x since)
 # the readings fixed here stay reachable by config whatever the defaults become
 RUNS = {

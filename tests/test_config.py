@@ -79,9 +79,9 @@ def test_ls_prior_needs_the_vae_variant():
 def test_each_variant_has_its_own_loss_defaults_and_what_is_written_wins(tmp_path):
     """The full model's eta and ls_prior differ from its ablations' (variants.py); a preset
     or an override still decides, whatever the variant."""
-    for variant in ("began", "began_star_lsm"):
+    for variant, pullaway in (("began", 0.1), ("began_star_lsm", 0.0)):
         cfg = build_config("tiny", [f"loss.variant={variant}"])
-        assert (cfg.loss.eta, cfg.loss.ls_prior) == (1.5, False)
+        assert (cfg.loss.eta, cfg.loss.ls_prior, cfg.loss.pullaway) == (1.5, False, pullaway)
         assert build_config("tiny", [f"loss.variant={variant}", "loss.eta=2"]).loss.eta == 2.0
     full = build_config("tiny", ["loss.variant=vae_began_star_lsm"])
     assert (full.loss.eta, full.loss.ls_prior) == (1.75, True)
@@ -95,7 +95,9 @@ def test_each_variant_has_its_own_loss_defaults_and_what_is_written_wins(tmp_pat
     # a variant chosen by the preset gets that variant's defaults
     preset.write_text("base: tiny\nloss: {variant: began}\n")
     began = build_config(str(preset)).loss
-    assert (began.eta, began.ls_prior) == (1.5, False)
+    assert (began.eta, began.ls_prior, began.pullaway) == (1.5, False, 0.1)
+    assert build_config(str(preset), ["loss.pullaway=0"]).loss.pullaway == 0.0  # Berthelot's
+    assert full.loss.pullaway == 0.0
     # the resolved values are what a run records, so resuming does not depend on defaults
     assert from_dict(to_dict(full)) == full
 

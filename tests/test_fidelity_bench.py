@@ -189,3 +189,25 @@ def test_animal_mnist_is_written_as_class_folders(tmp_path):
                   env=dict(env, PYTHONPATH=f"{tmp_path / 'empty'}{os.pathsep}{ROOT}"))
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert "pip install --no-deps animal-mnist==0.4" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_digits_subspace_projector_keeps_upscaled_digits_and_removes_the_rest():
+    """bench/digits_subspace.py's projector: the real digits (8x8 upscaled) are left as they
+    are up to uint8 rounding, it is an orthogonal projection (symmetric, idempotent, rank 64),
+    and a pixel-level checkerboard (no 8x8 upscale has one) is removed."""
+    import numpy as np
+    import torch
+
+    from bench.digits_subspace import projector
+    from vaegan_dist.features import digits_images
+
+    p = projector(32)
+    torch.testing.assert_close(p, p.T)
+    torch.testing.assert_close(p @ p, p, atol=1e-9, rtol=0)
+    assert torch.linalg.matrix_rank(p).item() == 64
+    x = torch.from_numpy(np.array(digits_images(32)[0][:50, :, :, 0])).double().view(50, -1)
+    x = x / 127.5 - 1
+    assert (x - x @ p.T).abs().mean().item() < 0.005  # rounding to uint8 only
+    checker = torch.tensor([(-1.0) ** (i + j) for i in range(32) for j in range(32)],
+                           dtype=torch.float64)
+    assert (checker @ p.T).abs().mean().item() < 0.01  # |checker| is 1 everywhere

@@ -296,3 +296,44 @@ def test_margin_stops_d_push_beyond_the_margin(variant):
     for bad in ("-1", "0.5"):
         with pytest.raises(ConfigError, match="loss.margin"):
             build_config(None, [f"loss.margin={bad}"])
+
+
+def _np_pull_away(z: np.ndarray) -> float:
+    """EBGAN's Eq. 6 written out pair by pair."""
+    n = len(z)
+    u = [v / np.linalg.norm(v) for v in z.astype(np.float64)]
+    return sum(float(u[i] @ u[j]) ** 2 for i in range(n) for j in range(n) if i != j) / (
+        n * (n - 1))
+
+
+def test_pull_away_against_numpy_and_at_its_bounds():
+    from vaegan_dist.losses import pull_away
+
+    zr, zf = _latents(b=7, h=5)
+    for z in (zr, zf):
+        assert pull_away(torch.tensor(z)).item() == pytest.approx(_np_pull_away(z), rel=1e-5)
+    one = torch.tensor(zr[:1]).repeat(6, 1) * torch.arange(1, 7.0)[:, None]
+    assert pull_away(one).item() == pytest.approx(1.0, rel=1e-5)  # one direction: collapsed
+    assert pull_away(torch.eye(5)).item() == pytest.approx(0.0, abs=1e-7)  # orthogonal codes
+    assert pull_away(torch.tensor(zr[:1])).item() == 0.0  # a batch of one has no pairs
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_pull_away_joins_only_the_generator_loss(variant):
+    """loss.pullaway=w adds w x pull_away(D's latents of the prior samples) to L_gen, with
+    its gradient to those latents; every other term is unchanged, and 0 leaves L_gen as is."""
+    from vaegan_dist.losses import pull_away
+
+    f = _forward()
+    f.z_g_d.requires_grad_(True)
+    off = compute_losses(f, LossConfig(variant=variant), 0.2)
+    on = compute_losses(f, LossConfig(variant=variant, pullaway=0.5), 0.2)
+    want = _np_pull_away(f.z_g_d.detach().numpy())
+    assert on["L_gen"].item() == pytest.approx(off["L_gen"].item() + 0.5 * want, rel=1e-5)
+    for term in off:
+        if term != "L_gen":
+            assert on[term].item() == pytest.approx(off[term].item()), term
+    g = torch.autograd.grad(on["L_gen"] - off["L_gen"], f.z_g_d)[0]
+    torch.testing.assert_close(g, torch.autograd.grad(0.5 * pull_away(f.z_g_d), f.z_g_d)[0])
+    with pytest.raises(ConfigError, match="pullaway"):
+        build_config("tiny", ["loss.pullaway=-0.1"])

@@ -50,13 +50,15 @@ def make_step(models, opts, ctrl, latent: int, seed: int,
                      latent, seed)
 
 
-@pytest.mark.parametrize("k, ls_prior, gen_scale", [
-    (0.0, False, "none"), (0.37, False, "none"), (0.37, True, "none"), (0.37, True, "rms")])
-def test_step_applies_each_loss_gradient_to_its_own_module(k, ls_prior, gen_scale):
+@pytest.mark.parametrize("k, ls_prior, gen_scale, pullaway", [
+    (0.0, False, "none", 0.0), (0.37, False, "none", 0.0), (0.37, True, "none", 0.0),
+    (0.37, True, "rms", 0.0), (0.37, True, "none", 0.25)])
+def test_step_applies_each_loss_gradient_to_its_own_module(k, ls_prior, gen_scale, pullaway):
     """ls_prior adds beta L_sg (prior samples' latents against the reals') to L_gen only;
-    ls_gen_scale=rms divides L_gen's similarity terms by a detached statistic."""
+    ls_gen_scale=rms divides L_gen's similarity terms by a detached statistic; pullaway adds
+    EBGAN's pull-away term of D's latents of G(z) to L_gen only (D is not moved by it)."""
     cfg, models, opts, ctrl, x = setup(k)
-    loss_cfg = LossConfig(ls_prior=ls_prior, ls_gen_scale=gen_scale)
+    loss_cfg = LossConfig(ls_prior=ls_prior, ls_gen_scale=gen_scale, pullaway=pullaway)
     step = make_step(models, opts, ctrl, cfg.latent, seed=7, loss_cfg=loss_cfg)
     step([x], step=3)
     eps, z_g = step_noise(7, 3, 4, cfg.latent, True, x.device)

@@ -94,6 +94,11 @@ class LossConfig:
     # margin x eta x L_d, a multiple of the controller's set point (losses.margin_push,
     # EBGAN's hinge made relative). 0: never (the paper). Measured: bench/results/fidelity.md
     margin: float = 2.0
+    # weight of EBGAN's pull-away term (losses.pull_away: the mean squared cosine of D's
+    # latents of the generated batch, pair by pair) in the generator's loss; 0: off (the
+    # paper's L_gen). BEGAN's own default is 0.1 (variants.py): it ends BEGAN's collapse at
+    # a wide D (bench/results/fidelity.md); the other two variants cover the classes without
+    pullaway: float = 0.0
 
 
 @dataclass
@@ -407,6 +412,8 @@ def validate(cfg: Config) -> None:
     for key in ("alpha", "beta", "gamma", "eta"):
         if getattr(cfg.loss, key) < 0:
             raise ConfigError(f"loss.{key} must be >= 0")
+    if cfg.loss.pullaway < 0:
+        raise ConfigError(f"loss.pullaway must be >= 0 (0: off), got {cfg.loss.pullaway}")
     if cfg.loss.margin != 0 and cfg.loss.margin < 1:
         raise ConfigError(f"loss.margin must be 0 (off) or >= 1 (a multiple of the set point "
                           f"eta L_d), got {cfg.loss.margin}")

@@ -118,6 +118,21 @@ def mmd(a: torch.Tensor, b: torch.Tensor, scales: tuple[float, ...] = (0.25, 1.0
     return (mmd2.clamp_min(0) + 1e-8).sqrt() * h.sqrt()
 
 
+def pull_away(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """EBGAN's pull-away term (Zhao et al. 2017, Eq. 6): the mean squared cosine similarity
+    of D's latents of the generated batch over all pairs i != j. Near 1 when the samples are
+    one image (their codes point one way), lower when they spread; in the generator's loss
+    it repels the codes of one batch from each other, against the collapse of an
+    auto-encoder discriminator's generator onto the images D reconstructs best."""
+    n = z.shape[0]
+    if n < 2:
+        return z.float().sum() * 0
+    u = z.float().flatten(1)
+    u = u / u.norm(dim=1, keepdim=True).clamp_min(eps)
+    c = (u @ u.T).pow(2)
+    return (c.sum() - c.diagonal().sum()) / (n * (n - 1))
+
+
 def _pop_std(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Population std over the batch with a finite gradient at zero spread."""
     return (z - z.mean(dim=0, keepdim=True)).pow(2).mean(dim=0).add(eps).sqrt()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .config import LossConfig
-from .losses import kl_normal, l1, latent_similarity
+from .losses import kl_normal, l1, latent_similarity, pull_away
 from .models import reparameterize
 
 
@@ -41,6 +41,8 @@ def naive_grads(models: dict[str, nn.Module], x: torch.Tensor, eps: torch.Tensor
     L_gen = l1(x_g, rec_g) + a * l1(x_v, rec_v) + b * L_s + c * l1(x, x_v)
     if cfg.ls_prior:  # + beta L_sg: the prior samples' latents against the real batch's
         L_gen = L_gen + b * latent_similarity(z_d, z_gd, cfg.ls_norm, cfg.ls_match)
+    if cfg.pullaway:  # EBGAN's pull-away term of the prior samples' latents
+        L_gen = L_gen + cfg.pullaway * pull_away(z_gd)
     g_dec = torch.autograd.grad(L_gen, list(G.parameters()))
 
     # discriminator: L_dis = L_d - k (L_g + alpha L_v), fakes detached

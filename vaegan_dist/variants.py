@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .losses import kl_normal, l1, latent_similarity, margin_push
+from .losses import kl_normal, l1, latent_similarity, margin_push, pull_away
 
 if TYPE_CHECKING:
     from .config import LossConfig
@@ -77,6 +77,12 @@ def _gen_scale(f: Forward, cfg: LossConfig) -> torch.Tensor | float:
     return 1.0
 
 
+def _pull_away(f: Forward, cfg: LossConfig) -> torch.Tensor | float:
+    """loss.pullaway x EBGAN's pull-away term of the prior samples' latents in D (0 when off:
+    no graph, the loss bit for bit as before)."""
+    return cfg.pullaway * pull_away(f.z_g_d) if cfg.pullaway else 0.0
+
+
 def _vae_began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
     """The full model: Eqs. 2, 3, 7, 9, 13-15."""
     a, b, c = cfg.alpha, cfg.beta, cfg.gamma
@@ -94,7 +100,7 @@ def _vae_began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tenso
     adv = t["L_g"] + a * t["L_v"]
     _dis(t, adv, adv / (1 + a), cfg, k)  # Eq. 13
     s = _gen_scale(f, cfg)
-    t["L_gen"] = adv + b * t["L_s"] / s + c * t["L_e"]  # Eq. 14
+    t["L_gen"] = adv + b * t["L_s"] / s + c * t["L_e"] + _pull_away(f, cfg)  # Eq. 14
     if cfg.ls_prior:
         t["L_gen"] = t["L_gen"] + b * t["L_sg"] / s
     t["L_enc"] = t["L_n"] + b * t["L_s"] + c * t["L_e"]  # Eq. 15
@@ -108,21 +114,25 @@ def _began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
     t = _energies(f)
     t["L_s"] = latent_similarity(f.z_d, f.z_g_d, cfg.ls_norm, cfg.ls_match)
     _dis(t, t["L_g"], t["L_g"], cfg, k)
-    t["L_gen"] = t["L_g"] + cfg.beta * t["L_s"] / _gen_scale(f, cfg)
+    t["L_gen"] = t["L_g"] + cfg.beta * t["L_s"] / _gen_scale(f, cfg) + _pull_away(f, cfg)
     return t
 
 
 def _began(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
-    """BEGAN (Berthelot et al. 2017): L_D = L_d - k L_g, L_G = L_g."""
+    """BEGAN (Berthelot et al. 2017): L_D = L_d - k L_g, L_G = L_g (+ the pull-away term,
+    its default here: loss.pullaway)."""
     t = _energies(f)
     _dis(t, t["L_g"], t["L_g"], cfg, k)
-    t["L_gen"] = t["L_g"]
+    t["L_gen"] = t["L_g"] + _pull_away(f, cfg)
     return t
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    # EBGAN's pull-away term (weight 0.1, as EBGAN's) in L_gen: without it BEGAN's generator
+    # settles on the digits a wide D reconstructs best (3 of 10 classes at issue 12's GPU
+    # settings, run on CPU); with it 9 (bench/results/fidelity.md). pullaway=0: Berthelot's
     Variant("began", vae=False, terms=("L_d", "L_g", "L_dis", "L_gen"), pid=False,
-            losses=_began),
+            losses=_began, defaults=(("pullaway", 0.1),)),
     Variant("began_star_lsm", vae=False, terms=("L_d", "L_g", "L_s", "L_dis", "L_gen"),
             pid=True, losses=_began_star_lsm),
     # the prior term (BEGAN*+LSM's L_s on G(z), so the full model holds every term of its
