@@ -316,6 +316,8 @@ def test_pull_away_against_numpy_and_at_its_bounds():
     assert pull_away(one).item() == pytest.approx(1.0, rel=1e-5)  # one direction: collapsed
     assert pull_away(torch.eye(5)).item() == pytest.approx(0.0, abs=1e-7)  # orthogonal codes
     assert pull_away(torch.tensor(zr[:1])).item() == 0.0  # a batch of one has no pairs
+    # its gradient against finite differences (float64)
+    assert torch.autograd.gradcheck(pull_away, (torch.tensor(zf).requires_grad_(),))
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

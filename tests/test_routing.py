@@ -58,11 +58,21 @@ def test_step_applies_each_loss_gradient_to_its_own_module(k, ls_prior, gen_scal
     ls_gen_scale=rms divides L_gen's similarity terms by a detached statistic; pullaway adds
     EBGAN's pull-away term of D's latents of G(z) to L_gen only (D is not moved by it)."""
     cfg, models, opts, ctrl, x = setup(k)
+    if pullaway:  # at init D's latents of the (near-constant) fakes are parallel, where the
+        with torch.no_grad():  # term is flat: without D's biases they are not
+            for name, p in models["disc"].named_parameters():
+                if name.endswith("bias"):
+                    p.zero_()
     loss_cfg = LossConfig(ls_prior=ls_prior, ls_gen_scale=gen_scale, pullaway=pullaway)
     step = make_step(models, opts, ctrl, cfg.latent, seed=7, loss_cfg=loss_cfg)
     step([x], step=3)
     eps, z_g = step_noise(7, 3, 4, cfg.latent, True, x.device)
     ref = naive_grads(models, x, eps.double(), z_g.double(), loss_cfg, k)
+    if pullaway:  # the term moves the decoder's gradient well beyond the tolerance
+        off = naive_grads(models, x, eps.double(), z_g.double(),
+                          LossConfig(ls_prior=ls_prior, ls_gen_scale=gen_scale), k)
+        assert max((a - b).abs().max().item()
+                   for a, b in zip(ref["decoder"], off["decoder"])) > 1e-3
     for name in ("encoder", "decoder", "disc"):
         applied = opts[name].applied
         assert len(applied) == len(ref[name])

@@ -96,8 +96,9 @@ class LossConfig:
     margin: float = 2.0
     # weight of EBGAN's pull-away term (losses.pull_away: the mean squared cosine of D's
     # latents of the generated batch, pair by pair) in the generator's loss; 0: off (the
-    # paper's L_gen). BEGAN's own default is 0.1 (variants.py): it ends BEGAN's collapse at
-    # a wide D (bench/results/fidelity.md); the other two variants cover the classes without
+    # paper's L_gen). BEGAN's own default is 0.1 (variants.py), against its collapse at a
+    # wide D (CPU runs: bench/results/fidelity.md); the other variants cover the classes
+    # without it
     pullaway: float = 0.0
 
 

@@ -125,9 +125,9 @@ def pull_away(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     it repels the codes of one batch from each other, against the collapse of an
     auto-encoder discriminator's generator onto the images D reconstructs best."""
     n = z.shape[0]
+    u = z.flatten(1).to(torch.promote_types(z.dtype, torch.float32))  # bf16 up, fp64 kept
     if n < 2:
-        return z.float().sum() * 0
-    u = z.float().flatten(1)
+        return u.sum() * 0
     u = u / u.norm(dim=1, keepdim=True).clamp_min(eps)
     c = (u @ u.T).pow(2)
     return (c.sum() - c.diagonal().sum()) / (n * (n - 1))

@@ -130,7 +130,8 @@ def _began(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     # EBGAN's pull-away term (weight 0.1, as EBGAN's) in L_gen: without it BEGAN's generator
     # settles on the digits a wide D reconstructs best (3 of 10 classes at issue 12's GPU
-    # settings, run on CPU); with it 9 (bench/results/fidelity.md). pullaway=0: Berthelot's
+    # settings, run on CPU); with it 9 (bench/results/fidelity.md). pullaway=0 is
+    # Berthelot et al.'s L_G
     Variant("began", vae=False, terms=("L_d", "L_g", "L_dis", "L_gen"), pid=False,
             losses=_began, defaults=(("pullaway", 0.1),)),
     Variant("began_star_lsm", vae=False, terms=("L_d", "L_g", "L_s", "L_dis", "L_gen"),
