@@ -199,14 +199,15 @@ def test_digits_subspace_projector_keeps_upscaled_digits_and_removes_the_rest():
     import torch
 
     from bench.digits_subspace import projector
+    from vaegan_dist.data import to_float
     from vaegan_dist.features import digits_images
 
     p = projector(32)
     torch.testing.assert_close(p, p.T)
     torch.testing.assert_close(p @ p, p, atol=1e-9, rtol=0)
     assert torch.linalg.matrix_rank(p).item() == 64
-    x = torch.from_numpy(np.array(digits_images(32)[0][:50, :, :, 0])).double().view(50, -1)
-    x = x / 127.5 - 1
+    x = to_float(torch.from_numpy(np.array(digits_images(32)[0][:50])))[:, 0].double()
+    x = x.reshape(50, -1)  # the script's images: one grey channel of the RGB copies
     assert (x - x @ p.T).abs().mean().item() < 0.005  # rounding to uint8 only
     checker = torch.tensor([(-1.0) ** (i + j) for i in range(32) for j in range(32)],
                            dtype=torch.float64)

@@ -410,11 +410,9 @@ def validate(cfg: Config) -> None:
                                             or "L_s" not in VARIANTS[cfg.loss.variant].terms):
         raise ConfigError("loss.ls_gen_scale rescales raw latent distances: it needs "
                           "loss.ls_norm=none and a variant with L_s (not began)")
-    for key in ("alpha", "beta", "gamma", "eta"):
+    for key in ("alpha", "beta", "gamma", "eta", "pullaway"):
         if getattr(cfg.loss, key) < 0:
             raise ConfigError(f"loss.{key} must be >= 0")
-    if cfg.loss.pullaway < 0:
-        raise ConfigError(f"loss.pullaway must be >= 0 (0: off), got {cfg.loss.pullaway}")
     if cfg.loss.margin != 0 and cfg.loss.margin < 1:
         raise ConfigError(f"loss.margin must be 0 (off) or >= 1 (a multiple of the set point "
                           f"eta L_d), got {cfg.loss.margin}")
