@@ -91,7 +91,8 @@ def test_a_bad_arm_is_one_line_before_any_work(tmp_path, capsys):
 
     assert main(["--smoke", "--work", str(tmp_path / "w"), "--arm", "b:loss.eta=-1"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "fidelity: loss.eta must be >= 0" and "Traceback" not in err
+    assert err.strip() == "fidelity: loss.eta must be a finite number >= 0, got -1.0"
+    assert "Traceback" not in err
     assert not (tmp_path / "w").exists()  # nothing sharded, trained or written
 
 

@@ -85,12 +85,12 @@ def test_ablation_terms_by_hand():
                           0.5).items()}
     L_d, L_g = 0.5, 0.15
     L_s = (0 + 1 + 0 + 2) / 4  # |z_d - z'_g|: no VAE, real vs generated latents
-    assert set(lsm) == {"L_d", "L_g", "L_s", "L_dis", "L_gen", "margin_hit"}
+    assert set(lsm) == {"L_d", "L_g", "L_s", "L_pt", "L_dis", "L_gen", "margin_hit"}
     assert lsm["margin_hit"] == 0.0  # L_g / L_d = 0.3, within loss.margin x eta = 3
     assert lsm["L_dis"] == pytest.approx(L_d - 0.5 * L_g)
     assert lsm["L_gen"] == pytest.approx(L_g + 0.1 * L_s)
     began = {n: v.item() for n, v in compute_losses(f, LossConfig(variant="began"), 0.5).items()}
-    assert set(began) == {"L_d", "L_g", "L_dis", "L_gen", "margin_hit"}
+    assert set(began) == {"L_d", "L_g", "L_pt", "L_dis", "L_gen", "margin_hit"}
     assert began["L_gen"] == pytest.approx(L_g)
 
 

@@ -332,6 +332,9 @@ def test_pull_away_joins_only_the_generator_loss(variant):
     on = compute_losses(f, LossConfig(variant=variant, pullaway=0.5), 0.2)
     want = _np_pull_away(f.z_g_d.detach().numpy())
     assert on["L_gen"].item() == pytest.approx(off["L_gen"].item() + 0.5 * want, rel=1e-5)
+    # L_pt is logged either way; at weight 0 it is a monitor without a graph
+    assert off["L_pt"].item() == pytest.approx(want, rel=1e-5) and not off["L_pt"].requires_grad
+    assert on["L_pt"].requires_grad
     for term in off:
         if term != "L_gen":
             assert on[term].item() == pytest.approx(off[term].item()), term

@@ -5,6 +5,7 @@ values of the wrong type or range are rejected with a one-line `ConfigError`."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -247,14 +248,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return int(value)
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        x = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+            x = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
             try:
-                return float(value)
+                x = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if x is None or math.isnan(x):  # NaN passes every range check below: refuse it here
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return x
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -411,12 +415,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError("loss.ls_gen_scale rescales raw latent distances: it needs "
                           "loss.ls_norm=none and a variant with L_s (not began)")
     for key in ("alpha", "beta", "gamma", "eta", "pullaway"):
-        if getattr(cfg.loss, key) < 0:
-            raise ConfigError(f"loss.{key} must be >= 0")
-    if cfg.loss.margin != 0 and cfg.loss.margin < 1:
+        if not 0 <= getattr(cfg.loss, key) < math.inf:
+            raise ConfigError(f"loss.{key} must be a finite number >= 0, "
+                              f"got {getattr(cfg.loss, key)}")
+    if cfg.loss.pullaway and t.batch < 2:  # its pairs are within one micro-batch
+        raise ConfigError(f"loss.pullaway needs train.batch >= 2 (it compares the samples "
+                          f"of one micro-batch pair by pair; with 1 it is 0): set "
+                          f"loss.pullaway=0 or a larger batch, got train.batch={t.batch}")
+    if cfg.loss.margin != 0 and not 1 <= cfg.loss.margin < math.inf:
         raise ConfigError(f"loss.margin must be 0 (off) or >= 1 (a multiple of the set point "
                           f"eta L_d), got {cfg.loss.margin}")
-    if cfg.optim.lr <= 0:
+    if not 0 < cfg.optim.lr < math.inf:
         raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
     if not all(0 <= b < 1 for b in cfg.optim.betas):
         raise ConfigError(f"optim.betas must be in [0, 1), got {cfg.optim.betas}")

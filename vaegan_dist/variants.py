@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .step import Forward
 
 # every loss term a variant may log, in the order of the step's statistics vector
-TERMS = ("L_d", "L_g", "L_v", "L_e", "L_n", "L_s", "L_sg", "L_dis", "L_gen", "L_enc")
+TERMS = ("L_d", "L_g", "L_v", "L_e", "L_n", "L_s", "L_sg", "L_pt", "L_dis", "L_gen", "L_enc")
 
 Losses = Callable[["Forward", "LossConfig", torch.Tensor | float], dict[str, torch.Tensor]]
 
@@ -77,10 +77,14 @@ def _gen_scale(f: Forward, cfg: LossConfig) -> torch.Tensor | float:
     return 1.0
 
 
-def _pull_away(f: Forward, cfg: LossConfig) -> torch.Tensor | float:
-    """loss.pullaway x EBGAN's pull-away term of the prior samples' latents in D (0 when off:
-    no graph, the loss bit for bit as before)."""
-    return cfg.pullaway * pull_away(f.z_g_d) if cfg.pullaway else 0.0
+def _pull_away(t: dict[str, torch.Tensor], f: Forward,
+               cfg: LossConfig) -> torch.Tensor | float:
+    """loss.pullaway x L_pt, EBGAN's pull-away term of the prior samples' latents in D. L_pt is
+    logged by every variant (how alike the fakes' codes are); with the weight 0 it has no
+    graph and adds 0, so the loss is bit for bit as without it."""
+    with torch.set_grad_enabled(bool(cfg.pullaway) and torch.is_grad_enabled()):
+        t["L_pt"] = pull_away(f.z_g_d)
+    return cfg.pullaway * t["L_pt"] if cfg.pullaway else 0.0
 
 
 def _vae_began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
@@ -100,7 +104,7 @@ def _vae_began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tenso
     adv = t["L_g"] + a * t["L_v"]
     _dis(t, adv, adv / (1 + a), cfg, k)  # Eq. 13
     s = _gen_scale(f, cfg)
-    t["L_gen"] = adv + b * t["L_s"] / s + c * t["L_e"] + _pull_away(f, cfg)  # Eq. 14
+    t["L_gen"] = adv + b * t["L_s"] / s + c * t["L_e"] + _pull_away(t, f, cfg)  # Eq. 14
     if cfg.ls_prior:
         t["L_gen"] = t["L_gen"] + b * t["L_sg"] / s
     t["L_enc"] = t["L_n"] + b * t["L_s"] + c * t["L_e"]  # Eq. 15
@@ -114,7 +118,7 @@ def _began_star_lsm(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
     t = _energies(f)
     t["L_s"] = latent_similarity(f.z_d, f.z_g_d, cfg.ls_norm, cfg.ls_match)
     _dis(t, t["L_g"], t["L_g"], cfg, k)
-    t["L_gen"] = t["L_g"] + cfg.beta * t["L_s"] / _gen_scale(f, cfg) + _pull_away(f, cfg)
+    t["L_gen"] = t["L_g"] + cfg.beta * t["L_s"] / _gen_scale(f, cfg) + _pull_away(t, f, cfg)
     return t
 
 
@@ -123,7 +127,7 @@ def _began(f: Forward, cfg: LossConfig, k) -> dict[str, torch.Tensor]:
     its default here: loss.pullaway)."""
     t = _energies(f)
     _dis(t, t["L_g"], t["L_g"], cfg, k)
-    t["L_gen"] = t["L_g"] + _pull_away(f, cfg)
+    t["L_gen"] = t["L_g"] + _pull_away(t, f, cfg)
     return t
 
 
@@ -132,9 +136,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     # settles on the digits a wide D reconstructs best (3 of 10 classes at issue 12's GPU
     # settings, run on CPU); with it 9 (bench/results/fidelity.md). pullaway=0 is
     # Berthelot et al.'s L_G
-    Variant("began", vae=False, terms=("L_d", "L_g", "L_dis", "L_gen"), pid=False,
+    Variant("began", vae=False, terms=("L_d", "L_g", "L_pt", "L_dis", "L_gen"), pid=False,
             losses=_began, defaults=(("pullaway", 0.1),)),
-    Variant("began_star_lsm", vae=False, terms=("L_d", "L_g", "L_s", "L_dis", "L_gen"),
+    Variant("began_star_lsm", vae=False, terms=("L_d", "L_g", "L_s", "L_pt", "L_dis", "L_gen"),
             pid=True, losses=_began_star_lsm),
     # the prior term (BEGAN*+LSM's L_s on G(z), so the full model holds every term of its
     # ablation) raises the fakes' unopposed energy ratio: eta 1.75 is the lowest set point
