@@ -74,8 +74,9 @@ ARMS = {  # label -> overrides; every other loss key keeps the project's default
 GPU = ["train.device=cuda", "train.precision=bf16", "model.n=64", "model.latent=64",
        "model.d_latent=64", "train.batch=64", "optim.lr=1e-4"]
 # the loss terms in the table, means over the last tenth of the logged steps (L_sg: the full
-# model's prior samples against the reals, in D's latent space; BEGAN*+LSM's L_s is the same)
-LOSS_COLUMNS = ("L_d", "L_g", "L_v", "L_s", "L_sg")
+# model's prior samples against the reals, in D's latent space; BEGAN*+LSM's L_s is the same;
+# L_pt: how alike the samples' codes in D are, 1 when they point one way)
+LOSS_COLUMNS = ("L_d", "L_g", "L_v", "L_s", "L_sg", "L_pt")
 
 
 # --- data ---------------------------------------------------------------------------------

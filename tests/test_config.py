@@ -1,6 +1,8 @@
 """Config tree: presets, overrides, validation, --dry-run and one-line CLI errors."""
 
 
+import re
+
 import pytest
 import yaml
 
@@ -60,29 +62,35 @@ def test_overrides_are_typed():
     ("loss.ls_prior=maybe", "loss.ls_prior: expected true/false"),
     ("train.precision=fp8", "train.precision"),
     ("optim.betas=[0.5]", "expected a list of 2"),
-    ("optim.lr=-1", "optim.lr must be > 0"),
+    ("optim.lr=-1", "optim.lr must be a finite number > 0"),
     # NaN passes every comparison, so it is refused where it is read; inf where it is a weight
-    ("loss.eta=.nan", "loss.eta: expected a number, got nan"),
-    ("controller.l1=nan", "controller.l1: expected a number, got 'nan'"),
+    ("loss.eta=.nan", "loss.eta: expected a number (not NaN), got nan"),
+    ("controller.l1=nan", "controller.l1: expected a number (not NaN), got 'nan'"),
     ("loss.pullaway=.inf", "loss.pullaway must be a finite number >= 0, got inf"),
     ("loss.alpha=-0.1", "loss.alpha must be a finite number >= 0, got -0.1"),
-    ("loss.margin=inf", "loss.margin must be 0"),
-    ("optim.lr=.inf", "optim.lr must be > 0"),
+    ("loss.margin=inf", "loss.margin must be 0 (off) or a finite number >= 1"),
+    ("optim.lr=.inf", "optim.lr must be a finite number > 0, got inf"),
     ("data.source=wds", "data.path is required"),
     ("justaword", "not of the form key=value"),
 ])
 def test_bad_overrides_rejected(override, needle):
-    with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
         build_config("tiny", [override])
 
 
 def test_pullaway_needs_pairs_in_a_micro_batch():
     """BEGAN's default pull-away term is 0 on a batch of one: refused, not silently off."""
-    with pytest.raises(ConfigError, match="loss.pullaway needs train.batch >= 2"):
+    with pytest.raises(ConfigError, match=r"loss.pullaway=0.1 \(began's default is 0.1\) "
+                                          "needs train.batch >= 2"):
         build_config("tiny", ["loss.variant=began", "train.batch=1"])
     assert build_config("tiny", ["loss.variant=began", "train.batch=1",
                                  "loss.pullaway=0"]).train.batch == 1
     assert build_config("tiny", ["loss.variant=began", "train.batch=2"]).loss.pullaway == 0.1
+
+
+def test_inf_stays_a_number_where_it_means_never():
+    cfg = build_config("tiny", ["optim.lr_patience_kimg=.inf", "health.k_stuck_kimg=inf"])
+    assert cfg.optim.lr_patience_kimg == cfg.health.k_stuck_kimg == float("inf")
 
 
 def test_ls_prior_needs_the_vae_variant():

@@ -257,7 +257,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         if x is None or math.isnan(x):  # NaN passes every range check below: refuse it here
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number (not NaN), got {value!r}")
         return x
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -419,14 +419,15 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"loss.{key} must be a finite number >= 0, "
                               f"got {getattr(cfg.loss, key)}")
     if cfg.loss.pullaway and t.batch < 2:  # its pairs are within one micro-batch
-        raise ConfigError(f"loss.pullaway needs train.batch >= 2 (it compares the samples "
-                          f"of one micro-batch pair by pair; with 1 it is 0): set "
-                          f"loss.pullaway=0 or a larger batch, got train.batch={t.batch}")
+        raise ConfigError(f"loss.pullaway={cfg.loss.pullaway} (began's default is 0.1) needs "
+                          f"train.batch >= 2: it compares the samples of one micro-batch "
+                          f"pair by pair, so with 1 it is 0; set loss.pullaway=0 or a larger "
+                          f"batch, got train.batch={t.batch}")
     if cfg.loss.margin != 0 and not 1 <= cfg.loss.margin < math.inf:
-        raise ConfigError(f"loss.margin must be 0 (off) or >= 1 (a multiple of the set point "
-                          f"eta L_d), got {cfg.loss.margin}")
+        raise ConfigError(f"loss.margin must be 0 (off) or a finite number >= 1 (a multiple of "
+                          f"the set point eta L_d), got {cfg.loss.margin}")
     if not 0 < cfg.optim.lr < math.inf:
-        raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
+        raise ConfigError(f"optim.lr must be a finite number > 0, got {cfg.optim.lr}")
     if not all(0 <= b < 1 for b in cfg.optim.betas):
         raise ConfigError(f"optim.betas must be in [0, 1), got {cfg.optim.betas}")
     if not 0 <= cfg.controller.k0 <= 1:
