@@ -70,6 +70,7 @@ def test_overrides_are_typed():
     ("loss.alpha=-0.1", "loss.alpha must be a finite number >= 0, got -0.1"),
     ("loss.margin=inf", "loss.margin must be 0 (off) or a finite number >= 1"),
     ("optim.lr=.inf", "optim.lr must be a finite number > 0, got inf"),
+    ("controller.l1=inf", "controller.l1 must be a finite number, got inf"),
     ("data.source=wds", "data.path is required"),
     ("justaword", "not of the form key=value"),
 ])

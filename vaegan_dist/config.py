@@ -430,6 +430,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optim.lr must be a finite number > 0, got {cfg.optim.lr}")
     if not all(0 <= b < 1 for b in cfg.optim.betas):
         raise ConfigError(f"optim.betas must be in [0, 1), got {cfg.optim.betas}")
+    for key in ("l1", "l2", "l3"):  # an infinite gain leaves k_t only its clamps
+        if not math.isfinite(getattr(cfg.controller, key)):
+            raise ConfigError(f"controller.{key} must be a finite number, "
+                              f"got {getattr(cfg.controller, key)}")
     if not 0 <= cfg.controller.k0 <= 1:
         raise ConfigError(f"controller.k0 must be in [0, 1], got {cfg.controller.k0}")
     _choice("controller.scale", cfg.controller.scale, ERROR_SCALES)
