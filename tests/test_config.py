@@ -63,7 +63,8 @@ def test_overrides_are_typed():
     ("train.precision=fp8", "train.precision"),
     ("optim.betas=[0.5]", "expected a list of 2"),
     ("optim.lr=-1", "optim.lr must be a finite number > 0"),
-    # NaN passes every comparison, so it is refused where it is read; inf where it is a weight
+    # NaN passes every comparison, so it is refused where it is read; inf where it has no
+    # meaning of "never" (weights, margin, lr, gains)
     ("loss.eta=.nan", "loss.eta: expected a number (not NaN), got nan"),
     ("controller.l1=nan", "controller.l1: expected a number (not NaN), got 'nan'"),
     ("loss.pullaway=.inf", "loss.pullaway must be a finite number >= 0, got inf"),
