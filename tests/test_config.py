@@ -64,14 +64,21 @@ def test_overrides_are_typed():
     ("optim.betas=[0.5]", "expected a list of 2"),
     ("optim.lr=-1", "optim.lr must be a finite number > 0"),
     # NaN passes every comparison, so it is refused where it is read; inf where it has no
-    # meaning of "never" (weights, margin, lr, gains)
+    # meaning of "never" (weights, margin, lr, eps, lr_floor, gains, collapse_below)
     ("loss.eta=.nan", "loss.eta: expected a number (not NaN), got nan"),
     ("controller.l1=nan", "controller.l1: expected a number (not NaN), got 'nan'"),
     ("loss.pullaway=.inf", "loss.pullaway must be a finite number >= 0, got inf"),
     ("loss.alpha=-0.1", "loss.alpha must be a finite number >= 0, got -0.1"),
     ("loss.margin=inf", "loss.margin must be 0 (off) or a finite number >= 1"),
     ("optim.lr=.inf", "optim.lr must be a finite number > 0, got inf"),
-    ("controller.l1=inf", "controller.l1 must be a finite number, got inf"),
+    ("controller.l1=inf", "controller.l1 must be a finite number >= 0, got inf"),
+    ("controller.l3=-1e-5", "controller.l3 must be a finite number >= 0, got -1e-05"),
+    ("optim.eps=-1", "optim.eps must be a finite number > 0, got -1.0"),
+    ("optim.eps=inf", "optim.eps must be a finite number > 0, got inf"),
+    ("optim.lr_floor=inf", "optim.lr_floor must be a finite number >= 0, got inf"),
+    ("optim.lr_patience_kimg=-1", "optim.lr_patience_kimg must be >= 0 (inf: never)"),
+    ("health.k_stuck_kimg=-1", "health.k_stuck_kimg must be >= 0 (inf: never), got -1.0"),
+    ("health.collapse_below=inf", "health.collapse_below must be a finite number >= 0"),
     ("data.source=wds", "data.path is required"),
     ("justaword", "not of the form key=value"),
 ])
