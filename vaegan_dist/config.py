@@ -376,6 +376,14 @@ def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{key} must be one of {', '.join(choices)}, got '{value}'")
 
 
+def _finite(key: str, value: float, positive: bool = False, note: str = "") -> None:
+    """A value that must be finite and >= 0 (> 0 with positive): for the numbers where inf
+    has no meaning of "never" (weights, gains, lr, eps); NaN is refused earlier, in _coerce."""
+    if not ((0 < value) if positive else (0 <= value)) or value == math.inf:
+        raise ConfigError(f"{key} must be a finite number {'>' if positive else '>='} 0"
+                          f"{note}, got {value}")
+
+
 def validate(cfg: Config) -> None:
     """Range and choice checks that types alone cannot express."""
     m, t = cfg.model, cfg.train
@@ -417,9 +425,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("loss.ls_gen_scale rescales raw latent distances: it needs "
                           "loss.ls_norm=none and a variant with L_s (not began)")
     for key in ("alpha", "beta", "gamma", "eta", "pullaway"):
-        if not 0 <= getattr(cfg.loss, key) < math.inf:
-            raise ConfigError(f"loss.{key} must be a finite number >= 0, "
-                              f"got {getattr(cfg.loss, key)}")
+        _finite(f"loss.{key}", getattr(cfg.loss, key))
     if cfg.loss.pullaway and t.batch < 2:  # its pairs are within one micro-batch
         raise ConfigError(f"loss.pullaway={cfg.loss.pullaway} (began's default is 0.1) needs "
                           f"train.batch >= 2: it compares the samples of one micro-batch "
@@ -428,30 +434,22 @@ def validate(cfg: Config) -> None:
     if cfg.loss.margin != 0 and not 1 <= cfg.loss.margin < math.inf:
         raise ConfigError(f"loss.margin must be 0 (off) or a finite number >= 1 (a multiple of "
                           f"the set point eta L_d), got {cfg.loss.margin}")
-    if not 0 < cfg.optim.lr < math.inf:
-        raise ConfigError(f"optim.lr must be a finite number > 0, got {cfg.optim.lr}")
+    _finite("optim.lr", cfg.optim.lr, positive=True)
     if not all(0 <= b < 1 for b in cfg.optim.betas):
         raise ConfigError(f"optim.betas must be in [0, 1), got {cfg.optim.betas}")
-    if not 0 < cfg.optim.eps < math.inf:  # 0: a parameter without gradient gets 0/0
-        raise ConfigError(f"optim.eps must be a finite number > 0, got {cfg.optim.eps}")
-    if not 0 <= cfg.optim.lr_floor < math.inf:
-        raise ConfigError(f"optim.lr_floor must be a finite number >= 0, "
-                          f"got {cfg.optim.lr_floor}")
+    _finite("optim.eps", cfg.optim.eps, positive=True)  # 0: no gradient gets 0/0
+    _finite("optim.lr_floor", cfg.optim.lr_floor)
     # inf means never; a negative span would act at every step
     for key, value in (("optim.lr_patience_kimg", cfg.optim.lr_patience_kimg),
                        ("health.k_stuck_kimg", cfg.health.k_stuck_kimg),
                        ("health.warmup_kimg", cfg.health.warmup_kimg)):
         if value < 0:
             raise ConfigError(f"{key} must be >= 0 (inf: never), got {value}")
-    if not 0 <= cfg.health.collapse_below < math.inf:
-        raise ConfigError(f"health.collapse_below must be a finite number >= 0 (0: never "
-                          f"warn), got {cfg.health.collapse_below}")
+    _finite("health.collapse_below", cfg.health.collapse_below, note=" (0: never warn)")
     # an infinite gain leaves k_t only its clamps; a negative one drives k_t away from the
     # set point (the paper's gains are all positive)
     for key in ("l1", "l2", "l3"):
-        if not 0 <= getattr(cfg.controller, key) < math.inf:
-            raise ConfigError(f"controller.{key} must be a finite number >= 0, "
-                              f"got {getattr(cfg.controller, key)}")
+        _finite(f"controller.{key}", getattr(cfg.controller, key))
     if not 0 <= cfg.controller.k0 <= 1:
         raise ConfigError(f"controller.k0 must be in [0, 1], got {cfg.controller.k0}")
     _choice("controller.scale", cfg.controller.scale, ERROR_SCALES)
