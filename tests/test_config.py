@@ -75,8 +75,12 @@ def test_overrides_are_typed():
     ("controller.l3=-1e-5", "controller.l3 must be a finite number >= 0, got -1e-05"),
     ("optim.eps=-1", "optim.eps must be a finite number > 0, got -1.0"),
     ("optim.eps=inf", "optim.eps must be a finite number > 0, got inf"),
+    ("optim.eps=0", "optim.eps must be a finite number > 0, got 0.0"),
+    ("optim.eps=true", "optim.eps: expected a number, got True"),
+    ("optim.eps=1" + "0" * 400, "optim.eps: 1" + "0" * 400 + " is too large for a number"),
+    ("health.warmup_kimg=-2", "health.warmup_kimg must be >= 0 (inf: never), got -2.0"),
     ("optim.lr_floor=inf", "optim.lr_floor must be a finite number >= 0, got inf"),
-    ("optim.lr_patience_kimg=-1", "optim.lr_patience_kimg must be >= 0 (inf: never)"),
+    ("optim.lr_patience_kimg=-1", "optim.lr_patience_kimg must be >= 0 (inf: never), got -1.0"),
     ("health.k_stuck_kimg=-1", "health.k_stuck_kimg must be >= 0 (inf: never), got -1.0"),
     ("health.collapse_below=inf", "health.collapse_below must be a finite number >= 0"),
     ("data.source=wds", "data.path is required"),
@@ -98,8 +102,10 @@ def test_pullaway_needs_pairs_in_a_micro_batch():
 
 
 def test_inf_stays_a_number_where_it_means_never():
-    cfg = build_config("tiny", ["optim.lr_patience_kimg=.inf", "health.k_stuck_kimg=inf"])
-    assert cfg.optim.lr_patience_kimg == cfg.health.k_stuck_kimg == float("inf")
+    cfg = build_config("tiny", ["optim.lr_patience_kimg=.inf", "health.k_stuck_kimg=inf",
+                                "health.warmup_kimg=inf"])
+    assert (cfg.optim.lr_patience_kimg == cfg.health.k_stuck_kimg == cfg.health.warmup_kimg
+            == float("inf"))
 
 
 def test_ls_prior_needs_the_vae_variant():

@@ -89,9 +89,9 @@ class LossConfig:
     # the generator's similarity terms (L_s, L_sg; L_enc keeps the raw L_s) in units of the
     # real latents' rms ('rms') or raw ('none', the paper's): variants._gen_scale. Measured:
     # rms engages k_t at issue 12's GPU settings and leads there on Animal-MNIST (FD 48.4
-    # against 91.4, one seed) but loses on digits (23.2 against 18.2 there; 170 +- 100
-    # against 19.3 at the tiny width, where k_t peaks at 0.36-0.53 and D's energies rise):
-    # bench/results/fidelity.md
+    # and 46.5 against 91.4 and 80.0, two seeds) but loses on digits (23.2 against 18.2
+    # there; 170 +- 100 against 19.3 at the tiny width, where k_t peaks at 0.36-0.53 and D's
+    # energies rise): bench/results/fidelity.md
     ls_gen_scale: str = "none"
     # D's push on the fakes stops (no gradient) in a batch whose mean fake energy exceeds
     # margin x eta x L_d, a multiple of the controller's set point (losses.margin_push,
@@ -251,8 +251,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         x = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            x = float(value)
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            try:
+                x = float(value)
+            except OverflowError:  # an integer beyond a float's range
+                raise ConfigError(f"{key}: {value} is too large for a number") from None
         elif isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
             try:
                 x = float(value)
