@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaegan_dist.config import ConfigError, LossConfig, build_config
+from vaegan_dist.config import ConfigError, LossConfig, build_config, from_dict, to_dict
 from vaegan_dist.controller import PIDController
 from vaegan_dist.losses import (
     ERROR_READINGS,
@@ -244,6 +244,35 @@ def test_generator_similarity_in_units_of_the_real_latent_rms(variant):
         z.data.mul_(10)
     big = compute_losses(f, LossConfig(variant=variant, ls_prior=vae, ls_gen_scale="rms"), k)
     assert big["L_gen"].item() == pytest.approx(got["L_gen"].item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("preset, overrides, want", [
+    ("celeba64", [], "rms"),  # the full model's default is auto; D is 64 wide
+    ("tiny", [], "none"),  # 16 wide: rms was measured to lose there
+    ("tiny", ["model.n=64", "model.d_latent=64"], "rms"),  # issue 12's GPU settings
+    ("tiny", ["model.n=64", "model.d_latent=32"], "none"),  # the narrower of the two decides
+    ("celeba64", ["loss.ls_gen_scale=none"], "none"),  # an explicit setting wins
+    ("tiny", ["loss.ls_gen_scale=rms"], "rms"),
+    ("celeba64", ["loss.variant=began_star_lsm"], "none"),  # the ablations' default: raw
+    ("celeba64", ["loss.variant=began", "loss.ls_gen_scale=auto"], "none"),  # no L_s
+    ("celeba64", ["loss.ls_norm=rms"], "none"),  # L_s already normalised: not twice
+    ("celeba64", ["loss.variant=began_star_lsm", "loss.ls_gen_scale=auto"], "rms"),
+])
+def test_ls_gen_scale_auto_is_resolved_from_the_width_of_d(preset, overrides, want):
+    """auto is decided once, in config.resolve: what config.yaml holds and the step reads is
+    none or rms, and a resolved config read back (checkpoints, generate) is unchanged."""
+    cfg = build_config(preset, overrides)
+    assert cfg.loss.ls_gen_scale == want
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_ls_gen_scale_auto_read_back_from_a_dict_is_resolved():
+    """A hand-written config.yaml that says auto is resolved on reading, as on building."""
+    data = to_dict(build_config("celeba64"))
+    data["loss"]["ls_gen_scale"] = "auto"
+    assert from_dict(data).loss.ls_gen_scale == "rms"
+    data["model"]["n"] = 16
+    assert from_dict(data).loss.ls_gen_scale == "none"
 
 
 def test_ls_gen_scale_is_a_checked_choice():

@@ -25,6 +25,10 @@ ENGINES = ("ddp", "accelerate", "deepspeed")
 PRECISIONS = ("fp32", "bf16", "fp16")
 KL_REDUCTIONS = ("mean", "sum")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+GEN_SCALES = ("none", "rms", "auto")  # loss.ls_gen_scale; auto is resolved (resolve())
+# loss.ls_gen_scale=auto turns into rms at a D this wide (min of model.n and model.d_latent):
+# measured at widths 16 (rms loses) and 64 (rms engages k_t): bench/results/fidelity.md
+WIDE_D = 64
 
 
 class ConfigError(ValueError):
@@ -87,11 +91,14 @@ class LossConfig:
     # both ablations on the three sets measured (bench/results/fidelity.md)
     ls_prior: bool = False
     # the generator's similarity terms (L_s, L_sg; L_enc keeps the raw L_s) in units of the
-    # real latents' rms ('rms') or raw ('none', the paper's): variants._gen_scale. Measured:
-    # rms engages k_t at issue 12's GPU settings and leads there on Animal-MNIST (FD 48.4
-    # and 46.5 against 91.4 and 80.0, two seeds) but loses on digits (23.2 against 18.2
-    # there; 170 +- 100 against 19.3 at the tiny width, where k_t peaks at 0.36-0.53 and D's
-    # energies rise): bench/results/fidelity.md
+    # real latents' rms ('rms') or raw ('none', the paper's): variants._gen_scale. 'auto'
+    # (the full model's default, variants.py) is rms when D is wide (model.n and
+    # model.d_latent >= WIDE_D) and none otherwise; the resolved value is what config.yaml
+    # holds. Measured (bench/results/fidelity.md): at issue 12's GPU settings (width 64,
+    # lr 1e-4, batch 64) rms holds k_t at ~0.27 and leads on Animal-MNIST (FD 48.4 and 46.5
+    # against 91.4 and 80.0, two seeds; raw lets k_t drain to 0) but trails on digits (23.2
+    # against 18.2, one seed); at the tiny width (16) rms loses on digits at both lr 5e-4
+    # (170 +- 100 against 19.3) and lr 1e-4 (183 against 29.6): D's energies rise
     ls_gen_scale: str = "none"
     # D's push on the fakes stops (no gradient) in a batch whose mean fake energy exceeds
     # margin x eta x L_d, a multiple of the controller's set point (losses.margin_push,
@@ -374,6 +381,11 @@ def resolve(cfg: Config) -> None:
     if cfg.train.engine == "deepspeed":
         # DeepSpeed broadcasts parameters as flat byte views, which NHWC weights are not
         cfg.train.channels_last = False
+    loss = cfg.loss
+    if loss.ls_gen_scale == "auto":  # rms for a wide D, where it was measured to help
+        has_ls = loss.variant in VARIANTS and "L_s" in VARIANTS[loss.variant].terms
+        wide = min(cfg.model.n, cfg.model.d_latent) >= WIDE_D
+        loss.ls_gen_scale = "rms" if wide and has_ls and loss.ls_norm == "none" else "none"
 
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -420,7 +432,7 @@ def validate(cfg: Config) -> None:
     _choice("loss.error_reading", cfg.loss.error_reading, ERROR_READINGS)
     _choice("loss.ls_norm", cfg.loss.ls_norm, LS_NORMS)
     _choice("loss.ls_match", cfg.loss.ls_match, LS_MATCHES)
-    _choice("loss.ls_gen_scale", cfg.loss.ls_gen_scale, ("none", "rms"))
+    _choice("loss.ls_gen_scale", cfg.loss.ls_gen_scale, GEN_SCALES)
     if cfg.loss.ls_prior and not VARIANTS[cfg.loss.variant].vae:
         raise ConfigError(f"loss.ls_prior is for the VAE variant (vae_began_star_lsm); "
                           f"'{cfg.loss.variant}' has no x_v, and began_star_lsm's L_s is "
@@ -483,7 +495,10 @@ def dump_yaml(cfg: Config) -> str:
 
 
 def from_dict(data: dict) -> Config:
+    """A config from its dict (config.yaml, a checkpoint); resolved again, which leaves a
+    resolved one unchanged."""
     cfg = Config()
     _merge(cfg, data)
+    resolve(cfg)
     validate(cfg)
     return cfg

@@ -145,9 +145,11 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     # measured that keeps k_t engaged with it (at 1.5, 1.6 and 1.65 k_t is 0 in most of the
     # logged steps of a 300-step digits run on one seed or two). The two go together: the
     # previous default is `loss.ls_prior=false loss.eta=1.5`; ls_prior=false alone keeps
-    # eta 1.75, a pair not measured for fidelity
+    # eta 1.75, a pair not measured for fidelity. ls_gen_scale auto: rms at a wide D, where it
+    # keeps k_t engaged at issue 12's GPU settings, raw at the tiny width (config.resolve)
     Variant("vae_began_star_lsm", vae=True, terms=TERMS, pid=True,
-            losses=_vae_began_star_lsm, defaults=(("ls_prior", True), ("eta", 1.75))),
+            losses=_vae_began_star_lsm,
+            defaults=(("ls_prior", True), ("eta", 1.75), ("ls_gen_scale", "auto"))),
 )}
 
 
