@@ -292,8 +292,20 @@ class Arm:
         """(steps, batch) for `kimg` thousand images at the batch the trainer will use (the
         preset, the GPU settings, then the arm's own overrides), so an arm with another
         batch still sees the same images. A bad override raises ConfigError."""
-        cfg = build_config("tiny", [*(GPU if device == "cuda" else []), *self.overrides])
+        cfg = self.config(device)
         return max(1, round(kimg * 1000 / cfg.train.batch)), cfg.train.batch
+
+    def config(self, device: str) -> Config:
+        """The resolved config the trainer runs with (the preset, the GPU settings, then the
+        arm's own overrides)."""
+        return build_config("tiny", [*(GPU if device == "cuda" else []), *self.overrides])
+
+    def loss_note(self, device: str) -> str:
+        """The loss settings that the defaults decide and the overrides may not name (the
+        variant's own eta; ls_gen_scale=auto resolved by D's width), for the table's notes."""
+        lc = self.config(device).loss
+        return (f"{self.label}: {lc.variant}, eta {lc.eta:g}, ls_prior {lc.ls_prior}, "
+                f"ls_gen_scale {lc.ls_gen_scale}, pullaway {lc.pullaway:g}")
 
 
 def parse_arm(text: str) -> Arm:
@@ -470,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
              f"seeds {a.seeds}, {a.samples} samples scored vs "
              f"{len(ref_idx)} training images; classifier held-out accuracy {ex.accuracy:.3f}; "
              f"classes covered: argmax share >= 1/(5C); k>0 after warm-up: logged steps after "
-             f"the first sixth; {inc_note}; "
+             f"the first sixth; {inc_note}; loss settings as resolved: "
+             f"{'; '.join(arm.loss_note(a.device) for arm in arms)}; "
              f"total {time.perf_counter() - t_start:.0f} s")
     common.RESULTS = Path(a.results_dir)
     path = common.append_results("fidelity.md", a.title or f"Fidelity on {tag} ({a.device})",

@@ -25,6 +25,7 @@ def test_fidelity_bench_smoke(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     text = (tmp_path / "results" / "fidelity.md").read_text()
     assert "- command: `python bench/fidelity.py --smoke" in text
+    assert "loss settings as resolved: full: vae_began_star_lsm, eta 1.75" in text
     rows = {line.split("|")[1].strip(): line for line in text.splitlines()
             if line.startswith("| ")}
     assert {"real", "full", "began_star_lsm", "began"} <= set(rows)
@@ -84,6 +85,21 @@ def test_an_arm_with_its_own_batch_sees_the_same_images():
     assert parse_arm("b:train.batch=4096").steps(0.32, "cpu") == (1, 4096)  # at least a step
     with pytest.raises(ConfigError, match="loss.variant"):
         parse_arm("b:loss.variant=gan").steps(1, "cpu")  # refused before any training
+
+
+def test_the_notes_name_the_loss_settings_each_arm_resolves_to():
+    """The full arm's ls_gen_scale is auto: the table's notes say what it ran with, rms at
+    the GPU width and none at the tiny preset's, unless the arm says otherwise."""
+    from bench.fidelity import parse_arm
+
+    full = parse_arm("full:loss.variant=vae_began_star_lsm")
+    assert full.loss_note("cuda") == ("full: vae_began_star_lsm, eta 1.75, ls_prior True, "
+                                      "ls_gen_scale rms, pullaway 0")
+    assert "ls_gen_scale none" in full.loss_note("cpu")
+    raw = parse_arm("raw:loss.variant=vae_began_star_lsm loss.ls_gen_scale=none")
+    assert "ls_gen_scale none" in raw.loss_note("cuda")
+    assert parse_arm("b:loss.variant=began").loss_note("cuda") == (
+        "b: began, eta 1.5, ls_prior False, ls_gen_scale none, pullaway 0.1")
 
 
 def test_a_bad_arm_is_one_line_before_any_work(tmp_path, capsys):
