@@ -97,8 +97,8 @@ class LossConfig:
     # holds. Measured (bench/results/fidelity.md): at issue 12's GPU settings (width 64,
     # lr 1e-4, batch 64) rms holds k_t at ~0.27 and leads on Animal-MNIST (FD 48.4 and 46.5
     # against 91.4 and 80.0, two seeds; raw lets k_t drain to 0) but trails on digits (23.2
-    # against 18.2, one seed); at the tiny width (16) rms loses on digits at both lr 5e-4
-    # (170 +- 100 against 19.3) and lr 1e-4 (183 against 29.6): D's energies rise
+    # and 28.1 against 18.2 and 21.3, two seeds); at the tiny width (16) rms loses on digits
+    # (170 +- 100 against 19.3, five seeds): k_t peaks at 0.36-0.53 and D's energies rise
     ls_gen_scale: str = "none"
     # D's push on the fakes stops (no gradient) in a batch whose mean fake energy exceeds
     # margin x eta x L_d, a multiple of the controller's set point (losses.margin_push,
