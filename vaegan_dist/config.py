@@ -381,11 +381,16 @@ def resolve(cfg: Config) -> None:
     if cfg.train.engine == "deepspeed":
         # DeepSpeed broadcasts parameters as flat byte views, which NHWC weights are not
         cfg.train.channels_last = False
-    loss = cfg.loss
-    if loss.ls_gen_scale == "auto":  # rms for a wide D, where it was measured to help
-        has_ls = loss.variant in VARIANTS and "L_s" in VARIANTS[loss.variant].terms
+    if cfg.loss.ls_gen_scale == "auto":  # rms for a wide D, where it was measured to help
         wide = min(cfg.model.n, cfg.model.d_latent) >= WIDE_D
-        loss.ls_gen_scale = "rms" if wide and has_ls and loss.ls_norm == "none" else "none"
+        cfg.loss.ls_gen_scale = "rms" if wide and _gen_scale_applies(cfg.loss) else "none"
+
+
+def _gen_scale_applies(loss: LossConfig) -> bool:
+    """loss.ls_gen_scale rescales raw latent distances: it needs raw ones (ls_norm none)
+    and a variant with L_s."""
+    return (loss.ls_norm == "none" and loss.variant in VARIANTS
+            and "L_s" in VARIANTS[loss.variant].terms)
 
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -437,8 +442,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"loss.ls_prior is for the VAE variant (vae_began_star_lsm); "
                           f"'{cfg.loss.variant}' has no x_v, and began_star_lsm's L_s is "
                           "this term already")
-    if cfg.loss.ls_gen_scale != "none" and (cfg.loss.ls_norm != "none"
-                                            or "L_s" not in VARIANTS[cfg.loss.variant].terms):
+    if cfg.loss.ls_gen_scale != "none" and not _gen_scale_applies(cfg.loss):
         raise ConfigError("loss.ls_gen_scale rescales raw latent distances: it needs "
                           "loss.ls_norm=none and a variant with L_s (not began)")
     for key in ("alpha", "beta", "gamma", "eta", "pullaway"):
