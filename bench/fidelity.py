@@ -251,11 +251,19 @@ def controller_summary(run: Path, steps: int) -> dict:
 # --- scoring ------------------------------------------------------------------------------
 
 @torch.no_grad()
-def samples(run: Path, n: int, device: str, seed: int = 1) -> torch.Tensor:
+def samples(run: Path, n: int, device: str, seed: int = 1, ema: bool = True) -> torch.Tensor:
+    """n samples of the run's generator: its weight average where it has one (ema=False:
+    the trained decoder)."""
     from vaegan_dist.generate import load_model
 
-    model = load_model(run, device)
+    model = load_model(run, device, ema=ema)
     return model.decode(model.z(n, seed=seed)).float().cpu()
+
+
+def has_ema(run: Path) -> bool:
+    """Was the run trained with a generator average (train.ema_kimg > 0)?"""
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    return float(cfg.get("train", {}).get("ema_kimg", 0) or 0) > 0
 
 
 def class_scores(logits: np.ndarray, classes: int) -> dict:
@@ -439,6 +447,10 @@ def main(argv: list[str] | None = None) -> int:
                **controller_summary(run, plan[arm.label][0])}
         if incep:
             row["FID"] = fd_to(ref_inc, incep(u8[:n_inc])[0])
+        if has_ema(run):  # the trained decoder too, from the same run: the average's effect
+            f_raw, lg_raw = ex(to_uint8(samples(run, a.samples, a.device, ema=False)))
+            row["FD_raw"] = fd_to(ref, f_raw)
+            row["classes_raw"] = class_scores(lg_raw, ex.classes)["classes"]
         arm.runs.append(row)
         if seed == a.seeds[0]:
             save_grid(x[:64], docs / f"{tag}-{arm.label}.png", 8)
@@ -452,10 +464,15 @@ def main(argv: list[str] | None = None) -> int:
     header = ["arm", "overrides", "FD (lower is better)", "IS analogue", "classes covered",
               "k>0 after warm-up", "k end", "k peak", "margin stopped D", "mean e (2nd half)",
               *LOSS_COLUMNS, "train s"]
+    raw_col = any("FD_raw" in x for arm in arms for x in arm.runs)
+    if raw_col:
+        header.insert(5, "without EMA: FD / min classes")
     if incep:
         header.insert(5, f"Inception FID ({n_inc})")
     rows = [["real", real_note, f"{real_row['FD']:.3g}", f"{real_row['IS']:.3g}",
              f"{real_row['classes']}/{ex.classes}", *[""] * (6 + len(LOSS_COLUMNS))]]
+    if raw_col:
+        rows[0].insert(5, "")
     if incep:
         rows[0].insert(5, f"{real_row['FID']:.3g}" if "FID" in real_row else "")
     for arm in arms:
@@ -469,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
              fmt_stat([x["e_half"] for x in rs], 2),
              *(fmt_stat([x[t] for x in rs], 3) for t in LOSS_COLUMNS),
              f"{np.mean([x['secs'] for x in rs]):.0f}"]
+        if raw_col:
+            r.insert(5, f"{fmt_stat([x['FD_raw'] for x in rs])} / "
+                        f"{min(x['classes_raw'] for x in rs)}" if "FD_raw" in rs[0] else "-")
         if incep:
             r.insert(5, fmt_stat([x["FID"] for x in rs]))
         rows.append(r)

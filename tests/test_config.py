@@ -83,6 +83,9 @@ def test_overrides_are_typed():
     ("optim.lr_patience_kimg=-1", "optim.lr_patience_kimg must be >= 0 (inf: never), got -1.0"),
     ("health.k_stuck_kimg=-1", "health.k_stuck_kimg must be >= 0 (inf: never), got -1.0"),
     ("health.collapse_below=inf", "health.collapse_below must be a finite number >= 0"),
+    ("train.ema_kimg=-1", "train.ema_kimg must be a finite number >= 0 (0: off), got -1.0"),
+    ("train.ema_kimg=nan", "train.ema_kimg: expected a number (not NaN)"),
+    ("train.ema_rampup=inf", "train.ema_rampup must be a finite number >= 0 (0: no ramp)"),
     ("data.source=wds", "data.path is required"),
     ("justaword", "not of the form key=value"),
 ])

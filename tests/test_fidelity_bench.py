@@ -42,9 +42,18 @@ def test_fidelity_bench_smoke(tmp_path):
     r2 = procs.run(
         [sys.executable, "bench/fidelity.py", "--smoke", "--threads", "1",
          "--work", str(tmp_path / "work"), "--results-dir", str(tmp_path / "results"),
-         "--docs", str(tmp_path / "docs"), "--arm", "full:loss.variant=vae_began_star_lsm"],
+         "--docs", str(tmp_path / "docs"), "--arm", "full:loss.variant=vae_began_star_lsm",
+         "--arm", "full_ema:loss.variant=vae_began_star_lsm train.ema_kimg=0.1"],
         cwd=ROOT, timeout=300)
     assert r2.returncode == 0, r2.stderr[-3000:]
+    # a run with a generator average is scored with it, and without it beside
+    table = (tmp_path / "results" / "fidelity.md").read_text().split("\n## ")[-1]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")]
+            for line in table.splitlines() if line.startswith("| ")}
+    assert rows["arm"][6] == "without EMA: FD / min classes" and rows["full"][6] == "-"
+    fd_raw, classes_raw = rows["full_ema"][6].split(" / ")
+    assert float(fd_raw.split()[0]) > 0 and 1 <= int(classes_raw) <= 10
+    assert float(rows["full_ema"][3].split()[0]) != float(fd_raw.split()[0])
     secs = float((tmp_path / "work" / "runs" / "digits-full-kimg0.32-cpu-s0"
                   / "bench_train_seconds.txt").read_text())
     assert f"full seed 0: seed 0 secs {secs:.4g} " in r2.stdout

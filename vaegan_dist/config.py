@@ -171,6 +171,12 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     grid: int = 8  # the fixed-latent sample grid is grid x grid
     eval_every_kimg: float = 0.0  # offline metric (digits FD/KID) interval; 0 = off
+    # half-life (thousands of images) of the moving average of the generator's weights that
+    # samples, snapshots and scores use (ema.py); 0 = off: the trained decoder itself.
+    # Measured at 5 (bench/results/fidelity.md, 48-kimg runs): lower FD on digits for every
+    # variant, higher on MNIST (its runs end while still improving); so off by default
+    ema_kimg: float = 0.0
+    ema_rampup: float = 0.05  # early on the half-life is at most this x the images seen
     time_budget_s: float = 0.0  # stop cleanly (checkpoint) after this many seconds; 0 = off
     engine: str = "ddp"  # ddp (one process, or DDP under a launcher) | accelerate | deepspeed
     deepspeed_config: str = ""  # JSON file (configs/deepspeed/*.json) when engine=deepspeed
@@ -426,6 +432,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"guard.max_rollbacks must be >= 0, got {cfg.guard.max_rollbacks}")
     if t.kimg < 0:
         raise ConfigError(f"train.kimg must be >= 0, got {t.kimg}")
+    _finite("train.ema_kimg", t.ema_kimg, note=" (0: off)")
+    _finite("train.ema_rampup", t.ema_rampup, note=" (0: no ramp)")
     if t.log_every_kimg <= 0:
         raise ConfigError(f"train.log_every_kimg must be > 0, got {t.log_every_kimg}")
     if m.d_mbstd < 0:

@@ -54,6 +54,7 @@ class Model:
     file: Path
     step: int
     device: torch.device
+    ema: bool = False  # `decoder` is the run's weight average (train.ema_kimg)
 
     @property
     def latent(self) -> int:
@@ -86,8 +87,10 @@ class Model:
         return self.decode(self.z(n, seed, temperature))
 
 
-def load_model(path: str | Path, device: str = "cpu") -> Model:
-    """Rebuild the networks from a snapshot's embedded config and load its weights."""
+def load_model(path: str | Path, device: str = "cpu", ema: bool = True) -> Model:
+    """Rebuild the networks from a snapshot's embedded config and load its weights. The
+    decoder is the generator average (`decoder_ema.*`, train.ema_kimg > 0) where the
+    snapshot holds one, unless ema=False: then the trained decoder itself."""
     from safetensors import safe_open
 
     file = resolve_snapshot(path)
@@ -105,8 +108,9 @@ def load_model(path: str | Path, device: str = "cpu") -> Model:
         raise SnapshotError(f"{file}: bad embedded config: {e}") from e
     dev = torch.device(device)
     models = build_models(cfg.model, cfg.loss.variant == "vae_began_star_lsm")
+    use_ema = ema and any(k.startswith("decoder_ema.") for k in tensors)
     for name, m in models.items():
-        prefix = f"{name}."
+        prefix = "decoder_ema." if name == "decoder" and use_ema else f"{name}."
         sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
             m.load_state_dict(sd)
@@ -114,7 +118,7 @@ def load_model(path: str | Path, device: str = "cpu") -> Model:
             raise SnapshotError(f"{file}: weights do not fit the embedded config ({name})") from e
         m.to(dev).eval()
     return Model(cfg, models["decoder"], models["disc"], models.get("encoder"), file,
-                 int(meta.get("step", 0)), dev)
+                 int(meta.get("step", 0)), dev, use_ema)
 
 
 # --- interpolation (paper Fig. 6) ----------------------------------------------------------

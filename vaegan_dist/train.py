@@ -18,6 +18,7 @@ from . import preempt as pre
 from .config import Config, ConfigError, dump_yaml, to_dict
 from .controller import PIDController
 from .data import build_source
+from .ema import GeneratorEma
 from .engine import build_engine, check_ranks_agree
 from .guard import Diverged, GuardState, fault_from_env, nonfinite_paths
 from .images import make_grid, save_grid
@@ -105,6 +106,8 @@ class Trainer:
         self.step_fn = build_step(cfg, self.device)
         self.engine, self.controller = self.step_fn.engine, self.step_fn.controller
         self.guard = self.step_fn.guard
+        self.ema = (GeneratorEma(self.models["decoder"], t.ema_kimg, t.ema_rampup)
+                    if t.ema_kimg > 0 else None)
         self.step_fn.fault = fault_from_env()  # test-only: see guard.FAULT_ENV
         # bad steps in a row before a rollback (at once where a bad step cannot be skipped)
         self.rollback_after = cfg.guard.rollback_after if self.engine.can_skip else 1
@@ -123,6 +126,11 @@ class Trainer:
         return self.engine.raw
 
     @property
+    def generator(self) -> nn.Module:
+        """What samples come from: the weight average when train.ema_kimg > 0."""
+        return self.models["decoder"] if self.ema is None else self.ema.module
+
+    @property
     def step(self) -> int:
         return self.counter.step
 
@@ -133,6 +141,7 @@ class Trainer:
         return {"models": Group(self.engine.raw), "controller": self.controller,
                 "lr": self.lr, "progress": self.counter, "data": self.source,
                 **({"guard": self.guard} if self.guard is not None else {}),
+                **({"ema": self.ema} if self.ema is not None else {}),
                 **self.engine.state_parts()}
 
     def save(self) -> Path | None:
@@ -141,7 +150,7 @@ class Trainer:
         checkpoint stays the newest, and keep-k rotation cannot remove it."""
         check_ranks_agree(self.controller, self.models)  # identical k_t and weights, or error
         state = {**state_of(self.registry()), "config": to_dict(self.cfg)}
-        bad = nonfinite_paths({k: state[k] for k in ("models", "optimizers", "controller")
+        bad = nonfinite_paths({k: state[k] for k in ("models", "optimizers", "controller", "ema")
                                if k in state})
         streak = 0 if self.guard is None else int(self.guard.streak)
         if bad or streak:  # the same verdict on every rank: their states were just checked
@@ -154,7 +163,10 @@ class Trainer:
             return None
         meta = {"config": dump_yaml(self.cfg), "step": str(self.step),
                 "nimg": str(self.counter.nimg)}
-        return ckpt.save(self.run_dir, self.step, state, weights_of(self.models), meta,
+        weights = weights_of(self.models)
+        if self.ema is not None:  # the generator that load_model samples from
+            weights.update({f"decoder_ema.{k}": v for k, v in self.ema.state_dict().items()})
+        return ckpt.save(self.run_dir, self.step, state, weights, meta,
                          self.cfg.train.keep, shards=self.engine.save_shards,
                          checksums=self.cfg.train.checksums)
 
@@ -210,6 +222,10 @@ class Trainer:
         for change in ckpt.config_changes(state["config"], to_dict(self.cfg)):
             dist.print0(f"config change accepted on resume: {change}")
         ckpt.upgrade(state)
+        if self.ema is not None and "ema" not in state:  # train.ema_kimg set on resume
+            dist.print0("train.ema_kimg: the checkpoint holds no generator average; it starts "
+                        "from the checkpoint's decoder")
+            state["ema"] = state["models"]["decoder"]
         saved_world = int(state["progress"]["world_size"])
         if saved_world != self.world:
             dist.print0(f"world size {saved_world} -> {self.world}: models, optimisers and "
@@ -259,7 +275,7 @@ class Trainer:
     @torch.no_grad()
     def sample_grid(self, real: torch.Tensor | None = None) -> Path | None:
         """The fixed-latent sample grid and, given real images, the Fig. 4 reconstructions."""
-        x = self.models["decoder"](self.z_fixed)
+        x = self.generator(self.z_fixed)
         nimg = self.counter.nimg
         self.stats.image("samples/fixed_z", make_grid(x, self.cfg.train.grid), nimg)
         if real is not None and dist.is_main():
@@ -315,6 +331,8 @@ class Trainer:
                 self.on_step(self.step, stats)
             self.counter.step += 1
             self.counter.nimg += self.global_batch
+            if self.ema is not None:
+                self.ema.update(self.models["decoder"], self.counter.nimg, self.global_batch)
             nimg, done = self.counter.nimg, self.counter.nimg >= self.total_nimg
             w.n_log += self.global_batch
             if self.cfg.optim.lr_halving:  # reads M on the host: a sync, only when halving

@@ -16,9 +16,9 @@ from ..attributes import (
     open_reader,
     save_vectors,
 )
-from ..generate import SnapshotError, load_model
+from ..generate import SnapshotError
 from ..images import save_grid
-from .common import device, run
+from .common import add_model_args, load, run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sampled", action="store_true",
                    help="edit sampled latents z ~ N(0, I) instead of encoded data images")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    add_model_args(p)
     return p.parse_args(argv)
 
 
@@ -49,7 +49,7 @@ def _main(args: argparse.Namespace) -> int:
     weights = [float(w) for w in args.weights.split(",") if w.strip()]
     if not weights:
         raise ValueError("--weights is empty")
-    model = load_model(args.run, device(args.device))
+    model = load(args)
     res = model.cfg.model.resolution
     out = Path(args.out)
     z_data = None

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from ..evaluate import model_images, reference_stats, score_images
 from ..features import build_extractor
-from ..generate import load_model
-from .common import device, run
+from .common import add_model_args, device, load, run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--json", help="also write the scores to this JSON file")
-    p.add_argument("--device", default="auto")
+    add_model_args(p)
     return p.parse_args(argv)
 
 
@@ -42,7 +41,7 @@ def _main(args: argparse.Namespace) -> int:
         raise ValueError(f"--n must be >= 2, got {args.n}")
     dev = device(args.device)
     extractor = build_extractor(args.extractor, args.inception, dev)
-    model = load_model(args.run, dev)
+    model = load(args)
     ref = reference_stats(extractor, args.data, model.cfg.model.resolution, args.n)
     scores = score_images(extractor, model_images(model, args.n, args.seed, args.temperature),
                           ref)

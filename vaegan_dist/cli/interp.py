@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 
-from ..generate import interpolate, load_image, load_model, save_gif, tile_columns
+from ..generate import interpolate, load_image, save_gif, tile_columns
 from ..images import save_grid
-from .common import device, run
+from .common import add_model_args, load, run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,14 +31,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mode", choices=("slerp", "lerp"), default="slerp")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--gif", help="also write an animated GIF (frames = steps, rows stacked)")
-    p.add_argument("--device", default="auto")
+    add_model_args(p)
     return p.parse_args(argv)
 
 
 def _main(args: argparse.Namespace) -> int:
     if args.rows < 1:
         raise ValueError(f"--rows must be >= 1, got {args.rows}")
-    model = load_model(args.run, device(args.device))
+    model = load(args)
     if args.images:
         r = model.cfg.model.resolution
         z = model.encode_u8(np.stack([load_image(f, r) for f in args.images]))

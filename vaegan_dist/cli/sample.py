@@ -1,5 +1,5 @@
 """vaegan-sample --run RUN_DIR|SNAPSHOT --n N --out FILE.png [--seed S] [--temperature T]
-[--nrow R] [--individual DIR] [--device D]"""
+[--nrow R] [--individual DIR] [--device D] [--no-ema]"""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..generate import load_model
 from ..images import save_grid, to_uint8
-from .common import device, run
+from .common import add_model_args, load, run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="scale of z (truncation-style: < 1 gives typical, cleaner samples)")
     p.add_argument("--nrow", type=int, help="images per grid row (default: square)")
     p.add_argument("--individual", metavar="DIR", help="also write each sample as DIR/NNNNN.png")
-    p.add_argument("--device", default="auto")
+    add_model_args(p)
     return p.parse_args(argv)
 
 
@@ -37,11 +36,12 @@ def _main(args: argparse.Namespace) -> int:
         raise ValueError(f"--temperature must be > 0, got {args.temperature}")
     if not args.out and not args.individual:
         raise ValueError("give --out FILE.png and/or --individual DIR")
-    model = load_model(args.run, device(args.device))
+    model = load(args)
     x = model.sample(args.n, args.seed, args.temperature)
     if args.out:
         save_grid(x, args.out, args.nrow)
-        print(f"wrote {args.out} ({args.n} samples, step {model.step}, seed {args.seed})")
+        print(f"wrote {args.out} ({args.n} samples, step {model.step}, seed {args.seed}"
+              + (", weight-averaged generator)" if model.ema else ")"))
     if args.individual:
         d = Path(args.individual)
         d.mkdir(parents=True, exist_ok=True)
