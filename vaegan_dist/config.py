@@ -173,8 +173,8 @@ class TrainConfig:
     eval_every_kimg: float = 0.0  # offline metric (digits FD/KID) interval; 0 = off
     # half-life (thousands of images) of the moving average of the generator's weights that
     # samples, snapshots and scores use (ema.py); 0 = off: the trained decoder itself.
-    # Measured at 5 (bench/results/fidelity.md, 48-kimg runs): lower FD on digits for every
-    # variant, higher on MNIST (its runs end while still improving); so off by default
+    # Measured at 5 (bench/results/fidelity.md, 48-kimg runs): lower FD on digits and
+    # Animal-MNIST, higher on MNIST (its runs end while still improving); so off by default
     ema_kimg: float = 0.0
     ema_rampup: float = 0.05  # early on the half-life is at most this x the images seen
     time_budget_s: float = 0.0  # stop cleanly (checkpoint) after this many seconds; 0 = off
