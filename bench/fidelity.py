@@ -251,19 +251,14 @@ def controller_summary(run: Path, steps: int) -> dict:
 # --- scoring ------------------------------------------------------------------------------
 
 @torch.no_grad()
-def samples(run: Path, n: int, device: str, seed: int = 1, ema: bool = True) -> torch.Tensor:
-    """n samples of the run's generator: its weight average where it has one (ema=False:
-    the trained decoder)."""
+def samples(run: Path, n: int, device: str, seed: int = 1,
+            ema: bool = True) -> tuple[torch.Tensor, bool]:
+    """n samples of the run's generator, and whether it was the weight average (taken where
+    the snapshot holds one, unless ema=False: then the trained decoder)."""
     from vaegan_dist.generate import load_model
 
     model = load_model(run, device, ema=ema)
-    return model.decode(model.z(n, seed=seed)).float().cpu()
-
-
-def has_ema(run: Path) -> bool:
-    """Was the run trained with a generator average (train.ema_kimg > 0)?"""
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    return float(cfg.get("train", {}).get("ema_kimg", 0) or 0) > 0
+    return model.decode(model.z(n, seed=seed)).float().cpu(), model.ema
 
 
 def class_scores(logits: np.ndarray, classes: int) -> dict:
@@ -439,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     plan[j[0].label][0], j[1], a.threads,
                                                     a.device, data_id(shards)), jobs))
     for (arm, seed, run), secs in zip(jobs, seconds, strict=True):
-        x = samples(run, a.samples, a.device)
+        x, averaged = samples(run, a.samples, a.device)
         u8 = to_uint8(x)
         feats, logits = ex(u8)
         row = {"seed": seed, "secs": secs, "FD": fd_to(ref, feats),
@@ -447,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                **controller_summary(run, plan[arm.label][0])}
         if incep:
             row["FID"] = fd_to(ref_inc, incep(u8[:n_inc])[0])
-        if has_ema(run):  # the trained decoder too, from the same run: the average's effect
-            f_raw, lg_raw = ex(to_uint8(samples(run, a.samples, a.device, ema=False)))
+        if averaged:  # the trained decoder too, from the same run: the average's effect
+            f_raw, lg_raw = ex(to_uint8(samples(run, a.samples, a.device, ema=False)[0]))
             row["FD_raw"] = fd_to(ref, f_raw)
             row["classes_raw"] = class_scores(lg_raw, ex.classes)["classes"]
         arm.runs.append(row)

@@ -163,10 +163,9 @@ class Trainer:
             return None
         meta = {"config": dump_yaml(self.cfg), "step": str(self.step),
                 "nimg": str(self.counter.nimg)}
-        weights = weights_of(self.models)
-        if self.ema is not None:  # the generator that load_model samples from
-            weights.update({f"decoder_ema.{k}": v for k, v in self.ema.state_dict().items()})
-        return ckpt.save(self.run_dir, self.step, state, weights, meta,
+        # the average as `decoder_ema`: the generator that load_model samples from
+        avg = {} if self.ema is None else {"decoder_ema": self.ema.module}
+        return ckpt.save(self.run_dir, self.step, state, weights_of({**self.models, **avg}), meta,
                          self.cfg.train.keep, shards=self.engine.save_shards,
                          checksums=self.cfg.train.checksums)
 
