@@ -23,6 +23,7 @@ import importlib.util
 import pickle
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,24 +61,39 @@ def load() -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
-def export(out: Path) -> Path:
-    """Write the class folders once (aside, then renamed into place); reuse a complete one."""
+def split(xs: np.ndarray, ys: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every sixth image of a class (by index) to `test`, the rest to `train`."""
+    rank = np.empty(len(ys), np.int64)
+    for c in np.unique(ys):
+        rank[ys == c] = np.arange(int((ys == c).sum()))
+    test = rank % 6 == 5
+    return {"train": (xs[~test], ys[~test]), "test": (xs[test], ys[test])}
+
+
+def write_folders(out: Path, load_splits: Callable[[], dict[str, tuple[np.ndarray, np.ndarray]]],
+                  classes: tuple[str, ...]) -> Path:
+    """Write OUT/SPLIT/CLASS/NNNNN.png once (aside, then renamed into place, DONE last), NNNNN
+    the image's index in its split; reuse a complete folder without loading anything."""
     from PIL import Image
 
     if (out / "DONE").is_file():
         return out
-    xs, ys = load()
+    splits = load_splits()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    for c, name in enumerate(CLASSES):
-        for rank, i in enumerate(np.flatnonzero(ys == c)):
-            d = tmp / ("test" if rank % 6 == 5 else "train") / name
+    for name, (xs, ys) in splits.items():
+        for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+            d = tmp / name / classes[int(y)]
             d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(xs[i]).save(d / f"{i:05d}.png")
-    (tmp / "DONE").write_text(f"{len(xs)}\n")
+            Image.fromarray(x).save(d / f"{i:05d}.png")
+    (tmp / "DONE").write_text(f"{sum(len(ys) for _, ys in splits.values())}\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+def export(out: Path) -> Path:
+    return write_folders(out, lambda: split(*load()), CLASSES)
 
 
 def main(argv: list[str] | None = None) -> int:

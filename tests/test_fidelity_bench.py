@@ -165,6 +165,27 @@ def test_a_labelled_image_folder_is_sharded_once_with_its_classes(tmp_path):
     assert folder_copy(shards, 16, x[:4]) == copy and len(list(copy.glob("*.png"))) == 4
 
 
+def _class_folders_written(cmd: list[str], out: Path, classes: tuple[str, ...],
+                           counts: dict[str, int], fill: int, env: dict | None = None) -> None:
+    """`cmd` writes OUT/SPLIT/CLASS/*.png, counts[split] images per class, image of class c
+    filled with 20 c + fill; a second call reuses the folder (DONE not rewritten)."""
+    import numpy as np
+    from PIL import Image
+
+    r = procs.run(cmd, cwd=ROOT, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    total = {s: n * len(classes) for s, n in counts.items()}
+    assert f"train {total['train']}, test {total['test']} images in 10 classes" in r.stdout
+    for split, n in counts.items():
+        for c, name in enumerate(classes):
+            files = sorted((out / split / name).glob("*.png"))
+            assert len(files) == n
+            assert all(np.asarray(Image.open(f)).max() == 20 * c + fill for f in files)
+    mtime = (out / "DONE").stat().st_mtime_ns
+    assert procs.run(cmd, cwd=ROOT, env=env, timeout=120).returncode == 0
+    assert (out / "DONE").stat().st_mtime_ns == mtime
+
+
 def _fake_animals(root: Path, per_class: int = 0) -> None:
     """A stand-in `animal_mnist` package (import fails) with the wheel's two gz pickles;
     image i of class c is filled with 20 c + 10, so the folders can be checked."""
@@ -191,30 +212,54 @@ def test_animal_mnist_is_written_as_class_folders(tmp_path):
     a missing package is one line naming the install command."""
     import os
 
-    import numpy as np
-    from PIL import Image
-
     from bench.prep_animals import CLASSES
 
     _fake_animals(tmp_path / "pkgs", per_class=7)
     env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'pkgs'}{os.pathsep}{ROOT}")
     cmd = [sys.executable, "bench/prep_animals.py", str(tmp_path / "out")]
-    r = procs.run(cmd, cwd=ROOT, env=env, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "train 60, test 10 images in 10 classes" in r.stdout
-    for split, n in (("train", 6), ("test", 1)):
-        for c, name in enumerate(CLASSES):
-            files = sorted((tmp_path / "out" / split / name).glob("*.png"))
-            assert len(files) == n
-            assert all(np.asarray(Image.open(f)).max() == 20 * c + 10 for f in files)
-    mtime = (tmp_path / "out" / "DONE").stat().st_mtime_ns
-    assert procs.run(cmd, cwd=ROOT, env=env, timeout=120).returncode == 0
-    assert (tmp_path / "out" / "DONE").stat().st_mtime_ns == mtime
+    _class_folders_written(cmd, tmp_path / "out", CLASSES, {"train": 6, "test": 1}, 10, env)
     _fake_animals(tmp_path / "empty")  # the package without its data files
     r = procs.run([*cmd[:2], str(tmp_path / "o2")], cwd=ROOT, timeout=120,
                   env=dict(env, PYTHONPATH=f"{tmp_path / 'empty'}{os.pathsep}{ROOT}"))
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert "pip install --no-deps animal-mnist==0.4" in r.stderr and "Traceback" not in r.stderr
+
+
+def _idx(path: Path, arr, truncate: int = 0) -> None:
+    """A gzipped uint8 IDX file (Lecun's format: magic 0x0000_08_NN, NN dims, big-endian sizes)."""
+    import gzip
+
+    head = bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write((head + arr.astype("uint8").tobytes())[:len(head) + arr.size - truncate])
+
+
+def test_fashion_mnist_idx_files_are_written_as_class_folders(tmp_path):
+    """bench/prep_fashion.py: the IDX files' own train/test split, each image in its label's
+    folder (pixel values checked), reused when done; a truncated file and a missing folder are
+    one line each, nothing half-written left at OUT."""
+    import numpy as np
+
+    from bench.prep_fashion import CLASSES
+
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    for split, n in (("train", 30), ("t10k", 10)):
+        ys = np.arange(n) % 10
+        _idx(idx / f"{split}-labels-idx1-ubyte.gz", ys)
+        _idx(idx / f"{split}-images-idx3-ubyte.gz",
+             np.broadcast_to((20 * ys + 7)[:, None, None], (n, 28, 28)))
+    cmd = [sys.executable, "bench/prep_fashion.py", "--idx", str(idx)]
+    _class_folders_written([*cmd, str(tmp_path / "out")], tmp_path / "out", CLASSES,
+                           {"train": 3, "test": 1}, 7)
+    _idx(idx / "t10k-images-idx3-ubyte.gz", np.zeros((10, 28, 28)), truncate=5)
+    for folder, says in ((idx, "7835 bytes of data, its header says (10, 28, 28)"),
+                         (tmp_path / "none", "dataset-fashion-mnist")):
+        r = procs.run([*cmd[:2], "--idx", str(folder), str(tmp_path / "o2")], cwd=ROOT,
+                      timeout=120)
+        assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+        assert says in r.stderr and "Traceback" not in r.stderr
+        assert not (tmp_path / "o2").exists()
 
 
 def test_digits_subspace_projector_keeps_upscaled_digits_and_removes_the_rest():
