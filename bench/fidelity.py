@@ -188,9 +188,13 @@ def same_config(cached: str, now: str) -> bool:
     """Whether a cached run's config.yaml (`cached`) is the config `now` resolves to. A key
     the cached run lacks, an option added since, matches when `now` holds that option's
     default: a new option's default keeps the behaviour from before it (the rule every
-    option here follows), so adding an option does not make every cached run stale."""
+    option here follows), so adding an option does not make every cached run stale.
+    `run_dir` is where the run is, not how it trained: the same folder named relative or
+    absolute (--work given either way) is the same run."""
     old, new, default = (_flat(d) for d in (yaml.safe_load(cached), yaml.safe_load(now),
                                              to_dict(Config())))
+    for d in (old, new):
+        d.pop("run_dir", None)
     missing = object()
     return set(old) <= set(new) and all(
         old[k] == v if k in old else default.get(k, missing) == v for k, v in new.items())

@@ -79,6 +79,11 @@ def test_cached_run_config_matching():
     dropped = yaml.safe_load(now)
     dropped["model"]["retired_key"] = 1  # an option removed since: not the same code
     assert not same_config(yaml.safe_dump(dropped), now)
+    # the run folder named relative or absolute (--work runs/x, then --work /abs/runs/x)
+    rel, absolute = (dump_yaml(build_config("tiny", ["loss.variant=began", "controller.l1=0.01",
+                                                     f"run_dir={d}"]))
+                     for d in ("runs/x/r", "/abs/runs/x/r"))
+    assert "run_dir: runs/x/r" in rel and same_config(rel, absolute)
 
 
 def test_an_arm_with_its_own_batch_sees_the_same_images():
