@@ -96,18 +96,24 @@ def export(out: Path) -> Path:
     return write_folders(out, lambda: split(*load()), CLASSES)
 
 
+def report(prog: str, write: Callable[[], Path], classes: tuple[str, ...]) -> int:
+    """Run `write` (a write_folders call), then say what the folder holds; a bad input or a
+    failed write is one line on stderr and exit status 2 (the shared tail of the prep scripts)."""
+    try:
+        out = write()
+    except (OSError, ValueError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    n = {s: sum(1 for _ in (out / s).rglob("*.png")) for s in ("train", "test")}
+    print(f"{out}: train {n['train']}, test {n['test']} images in {len(classes)} classes")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", nargs="?", default=str(ROOT / "runs" / "fidelity" / "animal-mnist"))
     a = p.parse_args(argv)
-    try:
-        out = export(Path(a.out))
-    except (OSError, ValueError) as e:
-        print(f"prep_animals: error: {e}", file=sys.stderr)
-        return 2
-    n = {s: sum(1 for _ in (out / s).rglob("*.png")) for s in ("train", "test")}
-    print(f"{out}: train {n['train']}, test {n['test']} images in {len(CLASSES)} classes")
-    return 0
+    return report("prep_animals", lambda: export(Path(a.out)), CLASSES)
 
 
 if __name__ == "__main__":

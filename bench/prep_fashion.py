@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.prep_animals import ROOT, write_folders  # noqa: E402
+from bench.prep_animals import ROOT, report, write_folders  # noqa: E402
 
 DEFAULT_IDX = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
@@ -67,14 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", nargs="?", default=str(ROOT / "runs" / "fidelity" / "fashion-mnist"))
     p.add_argument("--idx", default=str(DEFAULT_IDX), help="folder of the four .gz IDX files")
     a = p.parse_args(argv)
-    try:
-        out = write_folders(Path(a.out), lambda: load(Path(a.idx)), CLASSES)
-    except (OSError, ValueError) as e:
-        print(f"prep_fashion: error: {e}", file=sys.stderr)
-        return 2
-    n = {s: sum(1 for _ in (out / s).rglob("*.png")) for s in FILES}
-    print(f"{out}: train {n['train']}, test {n['test']} images in {len(CLASSES)} classes")
-    return 0
+    return report("prep_fashion", lambda: write_folders(Path(a.out), lambda: load(Path(a.idx)),
+                                                        CLASSES), CLASSES)
 
 
 if __name__ == "__main__":
